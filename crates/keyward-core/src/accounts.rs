@@ -1,0 +1,384 @@
+//! Accounts and sessions: registration, login, refresh-token rotation with reuse detection,
+//! logout, password change, and the check of an access token on each request.
+
+use std::sync::Arc;
+
+use keyward_proto::{FieldError, RegisterRequest};
+
+use crate::clock::Clock;
+use crate::error::{AuthFailure, CoreError, CoreResult};
+use crate::hashing::{sha256, PasswordHasher};
+use crate::ids::{SessionId, TenantId, UserId};
+use crate::jwt::TokenSigner;
+use crate::keys::{record_of, KeyService, NewKeyInput};
+use crate::secret::{AccessToken, ApiKeySecret, Password, RefreshToken};
+use crate::store::{ApiKeyRecord, NewAccount, NewSession, Owner, Store, TenantRecord, UserRecord};
+use crate::validate::{Email, KeyName, TenantName, UserName};
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Absolute lifetime of a session's refresh tokens, from login.
+    pub refresh_token_ttl_days: i64,
+    /// A spent refresh token presented again within this window is refused without revoking
+    /// the session (two tabs refreshing at once); later, the reuse revokes the session.
+    pub refresh_reuse_grace_seconds: i64,
+    /// Mint an API key named `default` at registration.
+    pub create_key_on_register: bool,
+}
+
+/// A parsed registration request.
+#[derive(Debug, Clone)]
+pub struct RegisterInput {
+    pub email: Email,
+    pub password: Password,
+    pub name: Option<UserName>,
+    pub tenant_name: Option<TenantName>,
+}
+
+impl RegisterInput {
+    pub fn parse(request: RegisterRequest) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let email = Email::parse(&request.email)
+            .map_err(|m| errors.push(FieldError::new("email", m)))
+            .ok();
+        let password = Password::parse(request.password.into_inner())
+            .map_err(|m| errors.push(FieldError::new("password", m)))
+            .ok();
+        let name = match request.name.as_deref().map(UserName::parse).transpose() {
+            Ok(name) => name,
+            Err(m) => {
+                errors.push(FieldError::new("name", m));
+                None
+            }
+        };
+        let tenant_name = match request
+            .tenant_name
+            .as_deref()
+            .map(TenantName::parse)
+            .transpose()
+        {
+            Ok(name) => name,
+            Err(m) => {
+                errors.push(FieldError::new("tenant_name", m));
+                None
+            }
+        };
+        match (email, password) {
+            (Some(email), Some(password)) if errors.is_empty() => Ok(Self {
+                email,
+                password,
+                name,
+                tenant_name,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Tokens handed to a client after login, registration or refresh.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: AccessToken,
+    pub refresh_token: RefreshToken,
+    pub expires_in: i64,
+}
+
+#[derive(Debug)]
+pub struct Registered {
+    pub user: UserRecord,
+    pub tenant: TenantRecord,
+    pub tokens: IssuedTokens,
+    pub api_key: Option<(ApiKeyRecord, ApiKeySecret)>,
+}
+
+/// A caller authenticated by an access token whose session is live.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub session_id: SessionId,
+}
+
+pub struct AccountService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    hasher: PasswordHasher,
+    signer: Arc<TokenSigner>,
+    keys: Arc<KeyService>,
+    config: SessionConfig,
+}
+
+impl AccountService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        hasher: PasswordHasher,
+        signer: Arc<TokenSigner>,
+        keys: Arc<KeyService>,
+        config: SessionConfig,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            hasher,
+            signer,
+            keys,
+            config,
+        }
+    }
+
+    pub fn signer(&self) -> &TokenSigner {
+        &self.signer
+    }
+
+    /// Creates the user, their tenant (they are its owner), a first session and, when
+    /// configured, a first API key: all in one transaction.
+    #[tracing::instrument(skip_all)]
+    pub async fn register(&self, input: RegisterInput) -> CoreResult<Registered> {
+        let now = self.clock.now();
+        let password_hash = self.hasher.hash(&input.password).await?;
+        let tenant = TenantRecord {
+            id: TenantId::generate(),
+            name: input
+                .tenant_name
+                .unwrap_or_else(|| TenantName::for_email(&input.email))
+                .as_str()
+                .to_owned(),
+            created_at: now,
+        };
+        let user = UserRecord {
+            id: UserId::generate(),
+            tenant_id: tenant.id.clone(),
+            email: input.email,
+            name: input.name.map(|name| name.as_str().to_owned()),
+            password_hash,
+            created_at: now,
+        };
+        let (session, refresh_token) = self.new_session(&user.id, &tenant.id);
+        let api_key = if self.config.create_key_on_register {
+            let owner = Owner {
+                user_id: user.id.clone(),
+                tenant_id: tenant.id.clone(),
+            };
+            let input = NewKeyInput {
+                name: KeyName::from_stored("default".into()),
+                description: None,
+                expires_in_days: None,
+                scopes: None,
+                meta: None,
+            };
+            Some(self.keys.prepare(owner, None, input)?)
+        } else {
+            None
+        };
+        let account = NewAccount {
+            user: user.clone(),
+            tenant: tenant.clone(),
+            session: session.clone(),
+            api_key: api_key.as_ref().map(|(key, _)| key.clone()),
+        };
+        match self.store.create_account(account).await {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Conflict(_)) => return Err(CoreError::EmailTaken),
+            Err(other) => return Err(other.into()),
+        }
+        let tokens = self.tokens_for(&session, refresh_token)?;
+        Ok(Registered {
+            user,
+            tenant,
+            tokens,
+            api_key: api_key.map(|(key, secret)| (record_of(&key), secret)),
+        })
+    }
+
+    /// Unknown email and wrong password take the same path and answer the same.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, email: &str, password: &Password) -> CoreResult<IssuedTokens> {
+        let user = match Email::parse(email) {
+            Ok(email) => self.store.find_user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let verified = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let user = match user {
+            Some(user) if verified => user,
+            _ => return Err(CoreError::Unauthenticated(AuthFailure::InvalidCredentials)),
+        };
+        let (session, refresh_token) = self.new_session(&user.id, &user.tenant_id);
+        self.store.create_session(session.clone()).await?;
+        self.tokens_for(&session, refresh_token)
+    }
+
+    /// Spends `presented` and returns a new pair. A token spent longer ago than the grace window
+    /// revokes its whole session: someone is replaying it.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &RefreshToken) -> CoreResult<IssuedTokens> {
+        let invalid = || CoreError::Unauthenticated(AuthFailure::InvalidToken);
+        let hash = sha256(presented.expose());
+        let token = self
+            .store
+            .find_refresh_token(&hash)
+            .await?
+            .ok_or_else(invalid)?;
+        let session = self
+            .store
+            .find_session(&token.session_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let now = self.clock.now();
+        if session.revoked_at.is_some() || session.expires_at <= now {
+            return Err(invalid());
+        }
+        if let Some(spent_at) = token.spent_at {
+            if now.seconds() - spent_at.seconds() > self.config.refresh_reuse_grace_seconds {
+                tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reuse detected; session revoked");
+                self.store.revoke_session(&session.id, now).await?;
+            }
+            return Err(invalid());
+        }
+        let fresh = RefreshToken::generate();
+        if !self
+            .store
+            .rotate_refresh_token(&hash, &sha256(fresh.expose()), &session.id, now)
+            .await?
+        {
+            // Another request spent it a moment ago: that one won.
+            return Err(invalid());
+        }
+        let access_token = AccessToken::new(self.signer.issue(
+            &session.user_id,
+            &session.tenant_id,
+            &session.id,
+        )?);
+        Ok(IssuedTokens {
+            access_token,
+            refresh_token: fresh,
+            expires_in: self.signer.ttl_seconds(),
+        })
+    }
+
+    pub async fn logout(&self, auth: &Authenticated, all: bool) -> CoreResult<()> {
+        let now = self.clock.now();
+        if all {
+            self.store.revoke_user_sessions(&auth.user_id, now).await?;
+        } else {
+            self.store.revoke_session(&auth.session_id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Verifies the token, then that its session is still live, so logout takes effect on the
+    /// next request.
+    #[tracing::instrument(skip_all)]
+    pub async fn authenticate_access_token(&self, token: &str) -> CoreResult<Authenticated> {
+        let claims = self
+            .signer
+            .verify(token)
+            .await
+            .map_err(CoreError::Unauthenticated)?;
+        let invalid = || CoreError::Unauthenticated(AuthFailure::InvalidToken);
+        let session = self
+            .store
+            .find_session(&SessionId::from_stored(claims.sid))
+            .await?
+            .ok_or_else(invalid)?;
+        if session.revoked_at.is_some()
+            || session.expires_at <= self.clock.now()
+            || session.user_id.as_str() != claims.sub
+            || session.tenant_id.as_str() != claims.tid
+        {
+            return Err(invalid());
+        }
+        Ok(Authenticated {
+            user_id: session.user_id,
+            tenant_id: session.tenant_id,
+            session_id: session.id,
+        })
+    }
+
+    /// Changes the password and revokes every other session of the user.
+    #[tracing::instrument(skip_all)]
+    pub async fn change_password(
+        &self,
+        auth: &Authenticated,
+        current: &Password,
+        new: String,
+    ) -> CoreResult<()> {
+        let user = self
+            .store
+            .find_user(&auth.user_id)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        let new = Password::parse(new).map_err(|m| CoreError::field("new_password", m));
+        if !self
+            .hasher
+            .verify(current, Some(&user.password_hash))
+            .await?
+        {
+            return Err(CoreError::field("current_password", "is incorrect"));
+        }
+        let new = new?;
+        let hash = self.hasher.hash(&new).await?;
+        self.store
+            .change_password(&user.id, &hash, &auth.session_id, self.clock.now())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn profile(
+        &self,
+        user: &UserId,
+        tenant: &TenantId,
+    ) -> CoreResult<(UserRecord, TenantRecord)> {
+        let user = self
+            .store
+            .find_user(user)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        let tenant = self
+            .store
+            .find_tenant(tenant)
+            .await?
+            .ok_or(CoreError::NotFound)?;
+        Ok((user, tenant))
+    }
+
+    pub async fn tenant(&self, tenant: &TenantId) -> CoreResult<TenantRecord> {
+        self.store
+            .find_tenant(tenant)
+            .await?
+            .ok_or(CoreError::NotFound)
+    }
+
+    fn new_session(&self, user: &UserId, tenant: &TenantId) -> (NewSession, RefreshToken) {
+        let now = self.clock.now();
+        let refresh_token = RefreshToken::generate();
+        let session = NewSession {
+            id: SessionId::generate(),
+            user_id: user.clone(),
+            tenant_id: tenant.clone(),
+            refresh_token_hash: sha256(refresh_token.expose()),
+            created_at: now,
+            expires_at: now.plus_days(self.config.refresh_token_ttl_days),
+        };
+        (session, refresh_token)
+    }
+
+    fn tokens_for(
+        &self,
+        session: &NewSession,
+        refresh_token: RefreshToken,
+    ) -> CoreResult<IssuedTokens> {
+        Ok(IssuedTokens {
+            access_token: AccessToken::new(self.signer.issue(
+                &session.user_id,
+                &session.tenant_id,
+                &session.id,
+            )?),
+            refresh_token,
+            expires_in: self.signer.ttl_seconds(),
+        })
+    }
+}

@@ -1,0 +1,258 @@
+//! EdDSA (Ed25519) access tokens and the JWKS that lets other services verify them offline.
+//!
+//! Verification pins everything an attacker could steer: the algorithm is `EdDSA` whatever the
+//! header says, the key comes only from Keyward's own key set by `kid` (header `jwk`, `jku` and
+//! `x5u` are never read), `typ` must be `at+jwt`, and `iss`, `aud`, `exp`, `nbf` are checked
+//! against the [`Clock`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::SigningKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use keyward_proto::{Jwk, JwkSet};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::{AuthFailure, CoreError, CoreResult};
+use crate::ids::{SessionId, TenantId, UserId};
+use crate::store::{SigningKeyRecord, Store};
+
+/// Tolerated clock skew for `nbf` and `iat` between the issuing and the verifying instance.
+const NBF_LEEWAY_SECONDS: i64 = 30;
+/// An unknown `kid` reloads the key set from the store (another instance may have rotated), at
+/// most this often, so garbage tokens cannot turn into a stream of database reads.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+const TOKEN_TYPE: &str = "at+jwt";
+
+/// The claims of a Keyward access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub tid: String,
+    pub sid: String,
+    pub iat: i64,
+    pub nbf: Option<i64>,
+    pub exp: i64,
+    pub jti: String,
+}
+
+struct KeySet {
+    current_kid: String,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    jwks: JwkSet,
+}
+
+pub struct TokenSigner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    audience: String,
+    ttl_seconds: i64,
+    keys: RwLock<Arc<KeySet>>,
+    last_reload: std::sync::Mutex<Instant>,
+}
+
+impl TokenSigner {
+    /// Loads the signing keys from the store, generating and storing the first one when there is
+    /// none. Several instances starting at once may each add one; all are valid, and each signs
+    /// with the newest.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        issuer: String,
+        audience: String,
+        ttl_seconds: i64,
+    ) -> CoreResult<Self> {
+        let mut records = store.signing_keys().await?;
+        if !records.iter().any(|key| key.retired_at.is_none()) {
+            store.insert_signing_key(generate_key(clock.now())?).await?;
+            records = store.signing_keys().await?;
+        }
+        let keys = build_key_set(&records)?;
+        Ok(Self {
+            store,
+            clock,
+            issuer,
+            audience,
+            ttl_seconds,
+            keys: RwLock::new(Arc::new(keys)),
+            last_reload: std::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    pub fn ttl_seconds(&self) -> i64 {
+        self.ttl_seconds
+    }
+
+    fn key_set(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn jwks(&self) -> JwkSet {
+        self.key_set().jwks.clone()
+    }
+
+    /// Signs an access token for this session.
+    pub fn issue(
+        &self,
+        user: &UserId,
+        tenant: &TenantId,
+        session: &SessionId,
+    ) -> CoreResult<String> {
+        let keys = self.key_set();
+        let now = self.clock.now().seconds();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user.to_string(),
+            tid: tenant.to_string(),
+            sid: session.to_string(),
+            iat: now,
+            nbf: Some(now),
+            exp: now + self.ttl_seconds,
+            jti: {
+                use rand::distributions::{Alphanumeric, DistString};
+                Alphanumeric.sample_string(&mut rand::thread_rng(), 22)
+            },
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(keys.current_kid.clone());
+        header.typ = Some(TOKEN_TYPE.into());
+        jsonwebtoken::encode(&header, &claims, &keys.encoding)
+            .map_err(|e| CoreError::Unexpected(format!("signing an access token: {e}")))
+    }
+
+    /// Checks signature, algorithm, type, issuer, audience and times. The session's revocation is
+    /// the caller's check ([`crate::AccountService::authenticate_access_token`]).
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, AuthFailure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::InvalidToken)?;
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let kid = header.kid.ok_or(AuthFailure::InvalidToken)?;
+        let mut keys = self.key_set();
+        if !keys.decoding.contains_key(&kid) {
+            keys = self.reload_for_unknown_kid().await;
+        }
+        let key = keys.decoding.get(&kid).ok_or(AuthFailure::InvalidToken)?;
+
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // Times are checked below against our Clock, not the library's system time.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+            .map_err(|_| AuthFailure::InvalidToken)?
+            .claims;
+
+        let now = self.clock.now().seconds();
+        if claims.nbf.is_some_and(|nbf| nbf > now + NBF_LEEWAY_SECONDS)
+            || claims.iat > now + NBF_LEEWAY_SECONDS
+        {
+            return Err(AuthFailure::InvalidToken);
+        }
+        if now >= claims.exp {
+            return Err(AuthFailure::TokenExpired);
+        }
+        Ok(claims)
+    }
+
+    async fn reload_for_unknown_kid(&self) -> Arc<KeySet> {
+        {
+            let Ok(mut last) = self.last_reload.lock() else {
+                return self.key_set();
+            };
+            if last.elapsed() < RELOAD_INTERVAL {
+                return self.key_set();
+            }
+            *last = Instant::now();
+        }
+        match self
+            .store
+            .signing_keys()
+            .await
+            .map_err(CoreError::from)
+            .and_then(|r| build_key_set(&r))
+        {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                if let Ok(mut keys) = self.keys.write() {
+                    *keys = fresh.clone();
+                }
+                fresh
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reloading signing keys failed");
+                self.key_set()
+            }
+        }
+    }
+}
+
+fn generate_key(now: Timestamp) -> CoreResult<SigningKeyRecord> {
+    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+    let public = signing.verifying_key().to_bytes();
+    Ok(SigningKeyRecord {
+        kid: URL_SAFE_NO_PAD
+            .encode(&crate::hashing::sha256(&URL_SAFE_NO_PAD.encode(public)).as_bytes()[..12]),
+        private_key: signing.to_bytes().to_vec(),
+        public_key: public.to_vec(),
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+fn build_key_set(records: &[SigningKeyRecord]) -> CoreResult<KeySet> {
+    let mut decoding = HashMap::new();
+    let mut jwks = Vec::new();
+    for record in records {
+        let x = URL_SAFE_NO_PAD.encode(&record.public_key);
+        let key = DecodingKey::from_ed_components(&x)
+            .map_err(|e| CoreError::Unexpected(format!("stored public key {}: {e}", record.kid)))?;
+        decoding.insert(record.kid.clone(), key);
+        jwks.push(Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x,
+            kid: record.kid.clone(),
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        });
+    }
+    let current = records
+        .iter()
+        .filter(|key| key.retired_at.is_none())
+        .max_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.kid.cmp(&b.kid))
+        })
+        .ok_or_else(|| CoreError::Unexpected("no active signing key".into()))?;
+    let seed: [u8; 32] = current
+        .private_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| CoreError::Unexpected("stored signing key is not 32 bytes".into()))?;
+    let der = SigningKey::from_bytes(&seed)
+        .to_pkcs8_der()
+        .map_err(|e| CoreError::Unexpected(format!("encoding the signing key: {e}")))?;
+    Ok(KeySet {
+        current_kid: current.kid.clone(),
+        encoding: EncodingKey::from_ed_der(der.as_bytes()),
+        decoding,
+        jwks: JwkSet { keys: jwks },
+    })
+}

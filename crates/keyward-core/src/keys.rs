@@ -1,0 +1,366 @@
+//! API keys: minting, listing, revoking, rotating, and the verification hot path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use keyward_proto::{CreateKeyRequest, FieldError, KeyStatus, VerifyCode};
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::{AuthFailure, CoreError, CoreResult};
+use crate::hashing::sha256;
+use crate::ids::KeyId;
+use crate::keyformat::{key_end, key_start, KeyFormat};
+use crate::secret::ApiKeySecret;
+use crate::store::{ApiKeyRecord, NewApiKey, Owner, Store};
+use crate::validate::{Description, ExpiresInDays, KeyMeta, KeyName, Scopes};
+
+/// `last_used_at` is written at most this often per key.
+const LAST_USED_RESOLUTION_SECONDS: i64 = 60;
+/// Longest grace period of a rotation: 30 days.
+pub const MAX_GRACE_PERIOD_SECONDS: i64 = 30 * 86_400;
+
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    pub format: KeyFormat,
+    pub max_per_user: u32,
+}
+
+/// A parsed create-key request.
+#[derive(Debug, Clone)]
+pub struct NewKeyInput {
+    pub name: KeyName,
+    pub description: Option<Description>,
+    pub expires_in_days: Option<ExpiresInDays>,
+    pub scopes: Option<Scopes>,
+    pub meta: Option<KeyMeta>,
+}
+
+impl NewKeyInput {
+    /// Parses every field, collecting all the errors.
+    pub fn parse(request: CreateKeyRequest) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut check = |field: &str, result: Result<(), String>| {
+            if let Err(message) = result {
+                errors.push(FieldError::new(field, message));
+            }
+        };
+        let name = KeyName::parse(&request.name);
+        check("name", name.as_ref().map(|_| ()).map_err(Clone::clone));
+        let description = request
+            .description
+            .as_deref()
+            .map(Description::parse)
+            .transpose();
+        check(
+            "description",
+            description.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        let expires = request
+            .expires_in_days
+            .map(ExpiresInDays::parse)
+            .transpose();
+        check(
+            "expires_in_days",
+            expires.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        let scopes = request.scopes.as_deref().map(Scopes::parse).transpose();
+        check("scopes", scopes.as_ref().map(|_| ()).map_err(Clone::clone));
+        let meta = request.meta.map(KeyMeta::parse).transpose();
+        check("meta", meta.as_ref().map(|_| ()).map_err(Clone::clone));
+        match (name, description, expires, scopes, meta) {
+            (Ok(name), Ok(description), Ok(expires_in_days), Ok(scopes), Ok(meta))
+                if errors.is_empty() =>
+            {
+                Ok(Self {
+                    name,
+                    description,
+                    expires_in_days,
+                    scopes,
+                    meta,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub code: VerifyCode,
+    /// The key, when one was found (whatever the code).
+    pub key: Option<ApiKeyRecord>,
+}
+
+pub struct KeyService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    settings: KeySettings,
+    last_used: Mutex<LastUsed>,
+}
+
+/// Debounces `last_used_at`: verification only notes a use here; [`KeyService::flush_last_used`]
+/// writes the notes in one batch.
+#[derive(Default)]
+struct LastUsed {
+    pending: HashMap<KeyId, Timestamp>,
+    written: HashMap<KeyId, Timestamp>,
+}
+
+impl KeyService {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: KeySettings) -> Self {
+        Self {
+            store,
+            clock,
+            settings,
+            last_used: Mutex::new(LastUsed::default()),
+        }
+    }
+
+    pub fn format(&self) -> &KeyFormat {
+        &self.settings.format
+    }
+
+    pub fn status(&self, key: &ApiKeyRecord) -> KeyStatus {
+        status_at(key, self.clock.now())
+    }
+
+    /// Builds a new key for `owner` (not yet stored). `creator` is the calling key's scopes,
+    /// `None` for a session: a key may only mint keys within its own scopes.
+    pub fn prepare(
+        &self,
+        owner: Owner,
+        creator: Option<&Scopes>,
+        input: NewKeyInput,
+    ) -> CoreResult<(NewApiKey, ApiKeySecret)> {
+        let scopes = match (input.scopes, creator) {
+            (Some(requested), Some(creator)) if !creator.grants_all(&requested) => {
+                return Err(CoreError::InsufficientScope)
+            }
+            (Some(requested), _) => requested,
+            (None, Some(creator)) => creator.clone(),
+            (None, None) => Scopes::admin(),
+        };
+        let now = self.clock.now();
+        let secret = self.settings.format.generate();
+        let key = NewApiKey {
+            id: KeyId::generate(),
+            owner,
+            key_hash: sha256(secret.expose()),
+            start: key_start(secret.expose()),
+            end: key_end(secret.expose()),
+            name: input.name,
+            description: input.description,
+            scopes,
+            meta: input.meta,
+            created_at: now,
+            expires_at: input.expires_in_days.map(|days| now.plus_days(days.days())),
+            expires_in_days: input.expires_in_days.map(ExpiresInDays::days),
+        };
+        Ok((key, secret))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %owner.user_id))]
+    pub async fn create(
+        &self,
+        owner: Owner,
+        creator: Option<&Scopes>,
+        input: NewKeyInput,
+    ) -> CoreResult<(ApiKeyRecord, ApiKeySecret)> {
+        let (key, secret) = self.prepare(owner, creator, input)?;
+        let record = record_of(&key);
+        if !self
+            .store
+            .insert_key(key, self.settings.max_per_user, self.clock.now())
+            .await?
+        {
+            return Err(CoreError::KeyLimitReached);
+        }
+        Ok((record, secret))
+    }
+
+    pub async fn list(
+        &self,
+        owner: &Owner,
+        include_revoked: bool,
+    ) -> CoreResult<Vec<ApiKeyRecord>> {
+        Ok(self.store.list_keys(owner, include_revoked).await?)
+    }
+
+    pub async fn get(&self, owner: &Owner, id: &KeyId) -> CoreResult<ApiKeyRecord> {
+        self.store
+            .find_key(owner, id)
+            .await?
+            .ok_or(CoreError::NotFound)
+    }
+
+    pub async fn revoke(&self, owner: &Owner, id: &KeyId) -> CoreResult<()> {
+        if self.store.revoke_key(owner, id, self.clock.now()).await? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound)
+        }
+    }
+
+    /// A new key with the old one's name, description, scopes and meta; the old one is revoked
+    /// (grace 0) or expires after the grace period.
+    #[tracing::instrument(skip_all, fields(key_id = %id))]
+    pub async fn rotate(
+        &self,
+        owner: &Owner,
+        creator: Option<&Scopes>,
+        id: &KeyId,
+        grace_period_seconds: i64,
+    ) -> CoreResult<(ApiKeyRecord, ApiKeySecret)> {
+        if !(0..=MAX_GRACE_PERIOD_SECONDS).contains(&grace_period_seconds) {
+            return Err(CoreError::field(
+                "grace_period_seconds",
+                format!("must be an integer from 0 to {MAX_GRACE_PERIOD_SECONDS}"),
+            ));
+        }
+        let old = self.get(owner, id).await?;
+        if creator.is_some_and(|creator| !creator.grants_all(&old.scopes)) {
+            return Err(CoreError::InsufficientScope);
+        }
+        let now = self.clock.now();
+        if status_at(&old, now) != KeyStatus::Active {
+            return Err(CoreError::field("id", "only an active key can be rotated"));
+        }
+        let input = NewKeyInput {
+            name: old.name.clone(),
+            description: old.description.clone(),
+            expires_in_days: old
+                .expires_in_days
+                .and_then(|d| ExpiresInDays::parse(d).ok()),
+            scopes: Some(old.scopes.clone()),
+            meta: old.meta.clone(),
+        };
+        let (new, secret) = self.prepare(owner.clone(), None, input)?;
+        let record = record_of(&new);
+        let old_expires_at = (grace_period_seconds > 0).then(|| {
+            let end = now.plus_seconds(grace_period_seconds);
+            old.expires_at.map_or(end, |current| current.min(end))
+        });
+        if !self
+            .store
+            .rotate_key(&old.id, new, old_expires_at, now)
+            .await?
+        {
+            // Revoked by a concurrent request between our read and the rotation.
+            return Err(CoreError::field("id", "only an active key can be rotated"));
+        }
+        Ok((record, secret))
+    }
+
+    /// The verification hot path: a format check with no I/O, then one indexed read. It never
+    /// writes: a use is only noted in memory for [`Self::flush_last_used`].
+    #[tracing::instrument(skip_all)]
+    pub async fn verify(&self, presented: &str, required: &Scopes) -> CoreResult<Verification> {
+        if !self.settings.format.matches(presented) {
+            return Ok(Verification {
+                code: VerifyCode::NotFound,
+                key: None,
+            });
+        }
+        let hash = sha256(presented);
+        let Some(key) = self.store.find_key_by_hash(&hash).await? else {
+            return Ok(Verification {
+                code: VerifyCode::NotFound,
+                key: None,
+            });
+        };
+        if !key.key_hash.ct_eq(&hash) {
+            return Ok(Verification {
+                code: VerifyCode::NotFound,
+                key: None,
+            });
+        }
+        let now = self.clock.now();
+        let code = match status_at(&key, now) {
+            KeyStatus::Revoked => VerifyCode::Revoked,
+            KeyStatus::Expired => VerifyCode::Expired,
+            KeyStatus::Active if !key.scopes.grants_all(required) => VerifyCode::InsufficientScope,
+            KeyStatus::Active => VerifyCode::Valid,
+        };
+        if code == VerifyCode::Valid {
+            self.note_use(&key, now);
+        }
+        Ok(Verification {
+            code,
+            key: Some(key),
+        })
+    }
+
+    /// A key presented as a credential to this API: valid, or `invalid_api_key`.
+    pub async fn authenticate(&self, presented: &str) -> CoreResult<ApiKeyRecord> {
+        let verification = self.verify(presented, &Scopes::default()).await?;
+        match (verification.code, verification.key) {
+            (VerifyCode::Valid, Some(key)) => Ok(key),
+            _ => Err(CoreError::Unauthenticated(AuthFailure::InvalidApiKey)),
+        }
+    }
+
+    fn note_use(&self, key: &ApiKeyRecord, now: Timestamp) {
+        let fresh = |at: Option<Timestamp>| {
+            at.is_some_and(|at| now.seconds() - at.seconds() < LAST_USED_RESOLUTION_SECONDS)
+        };
+        if fresh(key.last_used_at) {
+            return;
+        }
+        let Ok(mut last_used) = self.last_used.lock() else {
+            return;
+        };
+        if fresh(last_used.written.get(&key.id).copied()) {
+            return;
+        }
+        last_used.written.insert(key.id.clone(), now);
+        last_used.pending.insert(key.id.clone(), now);
+    }
+
+    /// Writes the noted uses in one batch; the server calls this every second.
+    pub async fn flush_last_used(&self) -> CoreResult<usize> {
+        let now = self.clock.now();
+        let batch: Vec<_> = {
+            let Ok(mut last_used) = self.last_used.lock() else {
+                return Ok(0);
+            };
+            last_used
+                .written
+                .retain(|_, at| now.seconds() - at.seconds() < LAST_USED_RESOLUTION_SECONDS);
+            last_used.pending.drain().collect()
+        };
+        if !batch.is_empty() {
+            self.store.touch_keys(&batch).await?;
+        }
+        Ok(batch.len())
+    }
+}
+
+pub(crate) fn status_at(key: &ApiKeyRecord, now: Timestamp) -> KeyStatus {
+    if key.revoked_at.is_some() {
+        KeyStatus::Revoked
+    } else if key.expires_at.is_some_and(|at| at <= now) {
+        KeyStatus::Expired
+    } else {
+        KeyStatus::Active
+    }
+}
+
+pub(crate) fn record_of(key: &NewApiKey) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: key.id.clone(),
+        owner: key.owner.clone(),
+        key_hash: key.key_hash.clone(),
+        start: key.start.clone(),
+        end: key.end.clone(),
+        name: key.name.clone(),
+        description: key.description.clone(),
+        scopes: key.scopes.clone(),
+        meta: key.meta.clone(),
+        created_at: key.created_at,
+        expires_at: key.expires_at,
+        expires_in_days: key.expires_in_days,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}

@@ -1,0 +1,38 @@
+//! Keyward's domain: everything that decides, nothing that speaks HTTP or SQL.
+//!
+//! - Validated types: [`Email`], [`KeyName`], [`Scope`], [`Scopes`], [`KeyMeta`]… each built only
+//!   through `parse`, so a value of the type is valid by construction.
+//! - Secrets: [`Password`], [`ApiKeySecret`], [`RefreshToken`] redact themselves in `Debug`.
+//! - [`KeyFormat`]: generation and offline checking (prefix, alphabet, length, CRC32) of API keys.
+//! - [`PasswordHasher`]: argon2id off the async runtime with bounded concurrency.
+//! - [`TokenSigner`]: EdDSA access tokens and the JWKS.
+//! - The services, [`AccountService`] and [`KeyService`], over the [`store`] traits that
+//!   `keyward-store` implements for each database.
+//! - [`Clock`]: every "now" comes from here, so tests move time instead of sleeping.
+
+mod accounts;
+mod clock;
+mod error;
+mod hashing;
+mod ids;
+mod jwt;
+mod keyformat;
+mod keys;
+mod secret;
+pub mod store;
+mod validate;
+
+pub use accounts::{
+    AccountService, Authenticated, IssuedTokens, RegisterInput, Registered, SessionConfig,
+};
+pub use clock::{Clock, SystemClock, TestClock, Timestamp};
+pub use error::{AuthFailure, CoreError, CoreResult};
+pub use hashing::{sha256, PasswordHasher, PasswordHasherConfig, TokenHash};
+pub use ids::{KeyId, SessionId, TenantId, UserId};
+pub use jwt::{AccessClaims, TokenSigner};
+pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
+pub use keys::{KeyService, KeySettings, NewKeyInput, Verification};
+pub use secret::{AccessToken, ApiKeySecret, Password, RefreshToken};
+pub use validate::{
+    Description, Email, ExpiresInDays, KeyMeta, KeyName, Scope, Scopes, TenantName, UserName,
+};

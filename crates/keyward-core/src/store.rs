@@ -1,0 +1,221 @@
+//! The storage contract. `keyward-store` implements these traits once per database; nothing in
+//! this crate knows SQL.
+//!
+//! Rules every implementation keeps:
+//! - a lookup answers `Ok(None)` only when the row is absent; a database failure is an `Err`;
+//! - a unique-constraint violation is [`StoreError::Conflict`], never a generic failure;
+//! - every key operation is scoped by its [`Owner`]: another user's key is simply absent;
+//! - multi-row changes (registration, rotation) are one transaction.
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::hashing::TokenHash;
+use crate::ids::{KeyId, SessionId, TenantId, UserId};
+use crate::validate::{Description, Email, KeyMeta, KeyName, Scopes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (connection refused, pool timed out).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint was violated; the string names what.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub tenant_id: TenantId,
+    pub email: Email,
+    pub name: Option<String>,
+    pub password_hash: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub refresh_token_hash: TokenHash,
+    pub created_at: Timestamp,
+    /// Absolute end of the session family, whatever its use.
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub hash: TokenHash,
+    pub session_id: SessionId,
+    pub spent_at: Option<Timestamp>,
+}
+
+/// Who owns a key: every key query is scoped by both.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: KeyId,
+    pub owner: Owner,
+    pub key_hash: TokenHash,
+    pub start: String,
+    pub end: String,
+    pub name: KeyName,
+    pub description: Option<Description>,
+    pub scopes: Scopes,
+    pub meta: Option<KeyMeta>,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// Kept so that rotation can give the new key the same lifetime.
+    pub expires_in_days: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: KeyId,
+    pub owner: Owner,
+    pub key_hash: TokenHash,
+    pub start: String,
+    pub end: String,
+    pub name: KeyName,
+    pub description: Option<Description>,
+    pub scopes: Scopes,
+    pub meta: Option<KeyMeta>,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub expires_in_days: Option<i64>,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What a new account is made of, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub user: UserRecord,
+    pub tenant: TenantRecord,
+    pub session: NewSession,
+    pub api_key: Option<NewApiKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// The Ed25519 seed (32 bytes). Signing keys are not user secrets to hash: every instance
+    /// must be able to sign with them, which is why they live in the shared database.
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Conflict(`email`) when the email is taken.
+    async fn create_account(&self, account: NewAccount) -> StoreResult<()>;
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
+    async fn find_user(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
+    async fn find_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
+    /// Sets the hash and revokes every other session of the user, in one transaction.
+    async fn change_password(
+        &self,
+        user: &UserId,
+        password_hash: &str,
+        keep_session: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, session: NewSession) -> StoreResult<()>;
+    async fn find_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
+    async fn find_refresh_token(&self, hash: &TokenHash)
+        -> StoreResult<Option<RefreshTokenRecord>>;
+    /// Marks `old` spent and stores `new` for the same session, atomically. `false` when `old`
+    /// was already spent: of two racing refreshes exactly one gets `true`.
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        new: &TokenHash,
+        session: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn revoke_session(&self, id: &SessionId, now: Timestamp) -> StoreResult<()>;
+    async fn revoke_user_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Inserts the key unless its owner already has `max_active` keys that are neither revoked
+    /// nor expired at `now`; `false` then. The check and the insert are one statement.
+    async fn insert_key(
+        &self,
+        key: NewApiKey,
+        max_active: u32,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Newest first.
+    async fn list_keys(
+        &self,
+        owner: &Owner,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn find_key(&self, owner: &Owner, id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;
+    /// The verification lookup: by hash, any owner.
+    async fn find_key_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiKeyRecord>>;
+    /// `false` when no such key of this owner exists. Revoking a revoked key keeps the first time.
+    async fn revoke_key(&self, owner: &Owner, id: &KeyId, now: Timestamp) -> StoreResult<bool>;
+    /// Inserts `new` and ends `old` (revoked at `now` when `old_expires_at` is `None`, else
+    /// expiring then), atomically. `false` when `old` is not an active key of this owner.
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: NewApiKey,
+        old_expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Records uses, batched: each `(key, when)` sets `last_used_at`.
+    async fn touch_keys(&self, uses: &[(KeyId, Timestamp)]) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync {
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    async fn insert_signing_key(&self, key: SigningKeyRecord) -> StoreResult<()>;
+}
+
+/// Everything a Keyward server needs from its database.
+#[async_trait]
+pub trait Store:
+    AccountStore + SessionStore + KeyStore + SigningKeyStore + Send + Sync + 'static
+{
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,400 @@
+//! Keyward wire types: what travels over HTTP between the server and its clients.
+//!
+//! Everything here is plain data with serde and OpenAPI schemas: request and response bodies
+//! ([`RegisterRequest`], [`KeyView`], [`VerifyResponse`]…), the RFC 9457 [`Problem`] body with its
+//! stable [`ErrorCode`]s, and the route paths in [`paths`]. The server and every client crate
+//! depend on this crate and on nothing of each other, so the contract lives in one place.
+//!
+//! Secrets in request and response bodies are [`Secret`]s: they serialize as plain strings but
+//! print as `[redacted]` in `Debug`, so a logged DTO never shows a password, key or token.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub mod paths;
+
+mod error;
+pub use error::{ErrorCode, FieldError, Problem};
+
+/// A string that must never be printed: passwords, API keys, access and refresh tokens.
+///
+/// It serializes transparently (it is on the wire as a plain string) but its `Debug` is
+/// `[redacted]`, and it has no `Display`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself: call this only where the value is used (hashed, verified, sent).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A field that distinguishes "absent" from `null`: `expires_in_days: null` means "never",
+/// absent means the default.
+pub type Nullable<T> = Option<Option<T>>;
+
+// ---------------------------------------------------------------- accounts and sessions
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: Secret,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tenant_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The account's email; `username` is accepted as a synonym.
+    #[serde(default, alias = "username")]
+    pub email: Option<String>,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: Secret,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    /// Revoke every session of the user, not only this one.
+    #[serde(default)]
+    pub all: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    pub current_password: Secret,
+    pub new_password: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TenantRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A fresh access token and refresh token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenPair {
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    /// Always `bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterResponse {
+    pub user: UserView,
+    pub tenant: TenantView,
+    #[serde(flatten)]
+    pub tokens: TokenPair,
+    /// Present when `keys.create_on_register` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<CreatedKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    Session,
+    ApiKey,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuthInfo {
+    pub method: AuthMethod,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MeResponse {
+    pub user: UserView,
+    pub tenant: TenantRef,
+    pub auth: AuthInfo,
+}
+
+// ---------------------------------------------------------------- API keys
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Absent or `null`: the key never expires; else 1–3650.
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
+    /// Absent: `["admin"]` for a session, the creating key's own scopes for a key.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// A JSON object up to 4 KiB, returned by verify.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+/// An API key as listed: never the key itself nor its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub scopes: Vec<String>,
+    /// `start` + `…` + `end`.
+    pub masked: String,
+    pub start: String,
+    pub end: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub status: KeyStatus,
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Value>,
+}
+
+/// A key as created or rotated: the only time the full key is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    pub id: String,
+    /// The full key. It is never shown again.
+    pub key: Secret,
+    #[serde(flatten)]
+    pub view: KeyViewWithoutId,
+}
+
+/// [`KeyView`] without its `id`, for flattening under [`CreatedKey`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyViewWithoutId {
+    pub name: String,
+    pub description: Option<String>,
+    pub scopes: Vec<String>,
+    pub masked: String,
+    pub start: String,
+    pub end: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub status: KeyStatus,
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Value>,
+}
+
+impl CreatedKey {
+    pub fn new(key: Secret, view: KeyView) -> Self {
+        let KeyView {
+            id,
+            name,
+            description,
+            scopes,
+            masked,
+            start,
+            end,
+            created_at,
+            expires_at,
+            last_used_at,
+            status,
+            meta,
+        } = view;
+        Self {
+            id,
+            key,
+            view: KeyViewWithoutId {
+                name,
+                description,
+                scopes,
+                masked,
+                start,
+                end,
+                created_at,
+                expires_at,
+                last_used_at,
+                status,
+                meta,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// 0 (default): the old key is revoked at once; else it expires after this many seconds.
+    #[serde(default)]
+    pub grace_period_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub key: Secret,
+    /// Scopes the key must hold (the `read` ⊂ `write` ⊂ `admin` hierarchy applies).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VerifyCode {
+    Valid,
+    NotFound,
+    Expired,
+    Revoked,
+    InsufficientScope,
+}
+
+impl VerifyCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "VALID",
+            Self::NotFound => "NOT_FOUND",
+            Self::Expired => "EXPIRED",
+            Self::Revoked => "REVOKED",
+            Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    pub code: VerifyCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// Present (possibly `null`) whenever the key was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Value>,
+}
+
+// ---------------------------------------------------------------- service
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok`.
+    pub status: String,
+}
+
+/// One public key of `/.well-known/jwks.json` (RFC 8037 OKP key).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted_and_serializes_plain() {
+        let secret = Secret::new("hunter2hunter2");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+        assert_eq!(
+            serde_json::to_string(&secret).unwrap(),
+            "\"hunter2hunter2\""
+        );
+        let request = RefreshRequest {
+            refresh_token: secret,
+        };
+        assert!(!format!("{request:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn created_key_flattens_to_one_object() {
+        let view = KeyView {
+            id: "key_1".into(),
+            name: "ci".into(),
+            description: None,
+            scopes: vec!["read".into()],
+            masked: "kw_abcde…wxyz".into(),
+            start: "kw_abcde".into(),
+            end: "wxyz".into(),
+            created_at: "2026-11-22T10:00:00Z".into(),
+            expires_at: None,
+            last_used_at: None,
+            status: KeyStatus::Active,
+            meta: None,
+        };
+        let json = serde_json::to_value(CreatedKey::new(Secret::new("kw_x"), view)).unwrap();
+        assert_eq!(json["id"], "key_1");
+        assert_eq!(json["key"], "kw_x");
+        assert_eq!(json["status"], "active");
+        assert!(json["last_used_at"].is_null());
+    }
+}

@@ -1,0 +1,465 @@
+//! Configuration: defaults, then a TOML file, then `KEYWARD_*` environment variables, then
+//! command-line flags; loaded once and validated into a typed [`Config`]. A bad value stops
+//! start-up with a message naming the setting by its dotted name.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use keyward_core::{KeyAlphabet, KeyFormat};
+use serde::{Deserialize, Serialize};
+
+/// Variables of the CLI and the test suite that share the prefix but are not server settings.
+const NOT_SETTINGS: &[&str] = &["KEYWARD_URL", "KEYWARD_API_KEY", "KEYWARD_CONFIG_DIR"];
+
+/// The settings as written in the file (SPEC §7). Every field has a safe default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub listen: String,
+    pub database_url: String,
+    /// Base of links and `iss` of tokens; default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// `text` (default) or `json` log lines.
+    pub log_format: String,
+    pub keys: KeySettings,
+    pub sessions: SessionSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    pub prefix: String,
+    pub alphabet: String,
+    pub length: usize,
+    pub checksum: bool,
+    pub max_per_user: u32,
+    pub create_on_register: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    pub access_token_ttl_seconds: i64,
+    pub refresh_token_ttl_days: i64,
+    pub refresh_reuse_grace_seconds: i64,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub body_bytes: usize,
+    /// Password hashes computed at once (argon2id, 19 MiB each); default: the number of CPUs.
+    pub password_hash_concurrency: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7777".into(),
+            database_url: "sqlite://keyward.db".into(),
+            public_url: None,
+            log_format: "text".into(),
+            keys: KeySettings::default(),
+            sessions: SessionSettings::default(),
+            limits: LimitSettings::default(),
+        }
+    }
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            prefix: "kw_".into(),
+            alphabet: "base62".into(),
+            length: 32,
+            checksum: true,
+            max_per_user: 10,
+            create_on_register: false,
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_seconds: 900,
+            refresh_token_ttl_days: 30,
+            refresh_reuse_grace_seconds: 10,
+            audience: "keyward".into(),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            body_bytes: 65_536,
+            password_hash_concurrency: None,
+        }
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub public_url: String,
+    pub json_logs: bool,
+    pub key_format: KeyFormat,
+    pub settings: Settings,
+}
+
+/// Every setting's dotted name, derived from the defaults so the list cannot drift.
+pub fn setting_names() -> BTreeSet<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut BTreeSet<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (key, child) in map {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                if child.is_object() {
+                    walk(&name, child, out);
+                } else {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    if let Ok(defaults) = serde_json::to_value(Settings::default()) {
+        walk("", &defaults, &mut names);
+    }
+    names
+}
+
+/// `KEYWARD_KEYS__LENGTH` → `keys.length`.
+fn setting_of_variable(variable: &str) -> Option<String> {
+    variable
+        .strip_prefix("KEYWARD_")
+        .map(|rest| rest.to_lowercase().replace("__", "."))
+}
+
+impl Config {
+    /// Loads file → environment → flags, validates, and returns warnings to log once logging
+    /// is up (unknown `KEYWARD_*` variables).
+    pub fn load(
+        file: Option<&PathBuf>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "--config: file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let known = setting_names();
+        let mut warnings = Vec::new();
+        let mut variables = Vec::new();
+        for (name, value) in env {
+            if !name.starts_with("KEYWARD_")
+                || NOT_SETTINGS.contains(&name.as_str())
+                || name.starts_with("KEYWARD_TEST_")
+            {
+                continue;
+            }
+            match setting_of_variable(&name) {
+                Some(setting) if known.contains(&setting) => variables.push((name, value)),
+                _ => warnings.push(format!(
+                    "ignoring environment variable {name}: it names no setting"
+                )),
+            }
+        }
+        let env_map: std::collections::HashMap<String, String> = variables.into_iter().collect();
+        figment = figment.merge(
+            Env::prefixed("KEYWARD_")
+                .split("__")
+                .filter(move |key| {
+                    env_map.contains_key(&format!("KEYWARD_{}", key.as_str().to_uppercase()))
+                })
+                .map(|key| key.as_str().to_lowercase().into()),
+        );
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        if let Some(url) = &overrides.database_url {
+            figment = figment.merge(Serialized::default("database_url", url));
+        }
+        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        Ok((Self::from_settings(settings)?, warnings))
+    }
+
+    /// Validates settings built in code (tests) or loaded by [`Config::load`].
+    pub fn from_settings(settings: Settings) -> Result<Self, ConfigError> {
+        let bad = |name: &str, message: String| Err(ConfigError(format!("{name}: {message}")));
+        let listen: SocketAddr = match settings.listen.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                return bad(
+                    "listen",
+                    format!(
+                        "{:?} is not an address such as 127.0.0.1:7777",
+                        settings.listen
+                    ),
+                )
+            }
+        };
+        if !settings.database_url.starts_with("sqlite:")
+            && !settings.database_url.starts_with("postgres")
+        {
+            return bad(
+                "database_url",
+                "must start with sqlite:// (or postgres:// where supported)".into(),
+            );
+        }
+        let public_url = match &settings.public_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(url) => {
+                return bad(
+                    "public_url",
+                    format!("{url:?} must start with http:// or https://"),
+                )
+            }
+            None => format!("http://{listen}"),
+        };
+        let json_logs = match settings.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return bad(
+                    "log_format",
+                    format!("{other:?} must be \"text\" or \"json\""),
+                )
+            }
+        };
+        let alphabet = KeyAlphabet::parse(&settings.keys.alphabet)
+            .map_err(|message| ConfigError(format!("keys.alphabet: {message}")))?;
+        let key_format = KeyFormat::new(
+            &settings.keys.prefix,
+            alphabet,
+            settings.keys.length,
+            settings.keys.checksum,
+        )
+        .map_err(|e| ConfigError(e.to_string()))?;
+        let ranges: [(&str, i64, i64, i64); 5] = [
+            (
+                "keys.max_per_user",
+                i64::from(settings.keys.max_per_user),
+                1,
+                100_000,
+            ),
+            (
+                "sessions.access_token_ttl_seconds",
+                settings.sessions.access_token_ttl_seconds,
+                60,
+                86_400,
+            ),
+            (
+                "sessions.refresh_token_ttl_days",
+                settings.sessions.refresh_token_ttl_days,
+                1,
+                3650,
+            ),
+            (
+                "sessions.refresh_reuse_grace_seconds",
+                settings.sessions.refresh_reuse_grace_seconds,
+                0,
+                3600,
+            ),
+            (
+                "limits.body_bytes",
+                settings.limits.body_bytes as i64,
+                1024,
+                16 * 1024 * 1024,
+            ),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return bad(name, format!("{value} is out of range {min}..={max}"));
+            }
+        }
+        if settings.sessions.audience.trim().is_empty() {
+            return bad("sessions.audience", "must not be empty".into());
+        }
+        if settings.limits.password_hash_concurrency == Some(0) {
+            return bad(
+                "limits.password_hash_concurrency",
+                "must be at least 1".into(),
+            );
+        }
+        Ok(Self {
+            listen,
+            database_url: settings.database_url.clone(),
+            public_url,
+            json_logs,
+            key_format,
+            settings,
+        })
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> ConfigError {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|error| {
+            let mut path = error.path.join(".");
+            let kind = match &error.kind {
+                figment::error::Kind::UnknownField(field, _) => {
+                    path = if path.is_empty() {
+                        field.clone()
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                    "unknown setting".to_owned()
+                }
+                other => other.to_string(),
+            };
+            let source = error
+                .metadata
+                .as_ref()
+                .map(|metadata| match &metadata.source {
+                    Some(source) => format!(" (from {source})"),
+                    None => format!(" (from {})", metadata.name),
+                })
+                .unwrap_or_default();
+            if path.is_empty() {
+                format!("{kind}{source}")
+            } else {
+                format!("{path}: {kind}{source}")
+            }
+        })
+        .collect();
+    ConfigError(lines.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keyward.toml");
+        std::fs::write(&file, toml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let result = Config::load(Some(&file), env, &Overrides::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let (config, warnings) = load("", &[]).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7777");
+        assert_eq!(config.database_url, "sqlite://keyward.db");
+        assert_eq!(config.public_url, "http://127.0.0.1:7777");
+        assert_eq!(config.key_format, KeyFormat::default());
+        assert_eq!(config.settings.sessions.access_token_ttl_seconds, 900);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keyward.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\n[keys]\nprefix = \"ab_\"\nlength = 40\n",
+        )
+        .unwrap();
+        let env = vec![("KEYWARD_KEYS__LENGTH".to_string(), "48".to_string())];
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:2".into()),
+            database_url: None,
+        };
+        let (config, _) = Config::load(Some(&file), env, &overrides).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2");
+        assert_eq!(config.settings.keys.prefix, "ab_");
+        assert_eq!(config.settings.keys.length, 48);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = load("[keys]\nlength = 16\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("keys.length"), "{err}");
+        let err = load("[keys]\nlenght = 40\n", &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("keys.lenght") && err.contains("unknown setting"),
+            "{err}"
+        );
+        let err = load("", &[("KEYWARD_KEYS__LENGTH", "abc")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keys.length"), "{err}");
+        let err = load("listen = \"nowhere\"\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("listen"), "{err}");
+        let err = load("[sessions]\naccess_token_ttl_seconds = 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sessions.access_token_ttl_seconds"),
+            "{err}"
+        );
+        let err = load("[keys]\nalphabet = \"base64\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("keys.alphabet"), "{err}");
+    }
+
+    #[test]
+    fn unknown_variables_warn_and_cli_variables_are_quiet() {
+        let (_, warnings) = load(
+            "",
+            &[
+                ("KEYWARD_NOPE", "1"),
+                ("KEYWARD_URL", "http://x"),
+                ("KEYWARD_API_KEY", "kw_x"),
+                ("KEYWARD_TEST_POSTGRES_URL", "postgres://"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("KEYWARD_NOPE"));
+    }
+
+    #[test]
+    fn setting_names_cover_nested_and_optional() {
+        let names = setting_names();
+        for name in [
+            "listen",
+            "public_url",
+            "keys.length",
+            "sessions.audience",
+            "limits.body_bytes",
+        ] {
+            assert!(names.contains(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Extractors: the JSON body ([`ApiJson`]) with the SPEC's error answers, and the credential
+//! extractors ([`Caller`], [`SessionCaller`]) that make a handler protected by its signature.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use keyward_core::store::{ApiKeyRecord, Owner};
+use keyward_core::{AuthFailure, Authenticated, Scope, Scopes};
+use keyward_proto::{AuthMethod, FieldError};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body that must be `application/json`, valid JSON, an object, and of the right shape;
+/// else 400 `invalid_request` or 422 `validation_failed` naming the field. An oversized body is
+/// 413 `payload_too_large`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::bad_request(
+                "Send the body as JSON with Content-Type: application/json.",
+            ));
+        }
+        let bytes = read_body(request, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Like [`ApiJson`], but an empty body (with or without a content type) means `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let json = is_json(request.headers());
+        let bytes = read_body(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(ApiError::bad_request(
+                "Send the body as JSON with Content-Type: application/json.",
+            ));
+        }
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+async fn read_body(request: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    keyward_proto::ErrorCode::PayloadTooLarge,
+                    "The request body is over the size limit.",
+                )
+            } else {
+                ApiError::bad_request("The request body could not be read.")
+            }
+        })
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::bad_request("The request body is not valid JSON."))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.inner().to_string();
+        let field = if path.is_empty() || path == "." {
+            backticked(&message).unwrap_or_default()
+        } else {
+            path
+        };
+        ApiError::validation(vec![FieldError::new(field, message)])
+    })
+}
+
+/// `missing field `name`` → `name`.
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_owned())
+}
+
+/// A presented credential.
+enum Credential<'a> {
+    AccessToken(&'a str),
+    ApiKey(&'a str),
+}
+
+fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::auth(AuthFailure::InvalidToken))?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::auth(AuthFailure::InvalidToken));
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(ApiError::auth(AuthFailure::Missing));
+        }
+        return Ok(if looks_like_jwt(token) {
+            Credential::AccessToken(token)
+        } else {
+            Credential::ApiKey(token)
+        });
+    }
+    if let Some(value) = headers.get("x-api-key") {
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::auth(AuthFailure::InvalidApiKey))?
+            .trim();
+        if key.is_empty() {
+            return Err(ApiError::auth(AuthFailure::Missing));
+        }
+        return Ok(Credential::ApiKey(key));
+    }
+    Err(ApiError::auth(AuthFailure::Missing))
+}
+
+/// A JWT is three non-empty dot-separated base64url parts; no API key format has a dot.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let mut count = 0;
+    for part in parts.by_ref() {
+        count += 1;
+        if part.is_empty() || count > 3 {
+            return false;
+        }
+    }
+    count == 3
+}
+
+/// Whoever called: a live session or a valid API key. Taking this argument makes a handler
+/// require a credential.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Session(Authenticated),
+    Key(Box<ApiKeyRecord>),
+}
+
+impl Caller {
+    pub fn owner(&self) -> Owner {
+        match self {
+            Self::Session(session) => Owner {
+                user_id: session.user_id.clone(),
+                tenant_id: session.tenant_id.clone(),
+            },
+            Self::Key(key) => key.owner.clone(),
+        }
+    }
+
+    /// The calling key's scopes; `None` for a session, which may do everything.
+    pub fn key_scopes(&self) -> Option<&Scopes> {
+        match self {
+            Self::Session(_) => None,
+            Self::Key(key) => Some(&key.scopes),
+        }
+    }
+
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Self::Session(_) => AuthMethod::Session,
+            Self::Key(_) => AuthMethod::ApiKey,
+        }
+    }
+
+    /// 403 `insufficient_scope` unless the caller holds `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        match self.key_scopes() {
+            None => Ok(()),
+            Some(scopes) => {
+                let needed = Scope::parse(scope).map_err(ApiError::internal)?;
+                if scopes.grants(&needed) {
+                    Ok(())
+                } else {
+                    Err(keyward_core::CoreError::InsufficientScope.into())
+                }
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        let caller = match credential(&parts.headers)? {
+            Credential::AccessToken(token) => {
+                Caller::Session(state.accounts.authenticate_access_token(token).await?)
+            }
+            Credential::ApiKey(key) => {
+                let record = state.keys.authenticate(key).await;
+                state
+                    .metrics
+                    .verification(if record.is_ok() { "valid" } else { "invalid" });
+                Caller::Key(Box::new(record?))
+            }
+        };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+/// A caller that must be a session: an API key gets 403 `session_required`.
+#[derive(Debug, Clone)]
+pub struct SessionCaller(pub Authenticated);
+
+impl FromRequestParts<AppState> for SessionCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Session(session) => Ok(Self(session)),
+            Caller::Key(_) => Err(keyward_core::CoreError::SessionRequired.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_jwts_from_keys() {
+        assert!(looks_like_jwt("aaa.bbb.ccc"));
+        assert!(!looks_like_jwt("kw_abcdef"));
+        assert!(!looks_like_jwt("a.b"));
+        assert!(!looks_like_jwt("a..c"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a.b."));
+    }
+
+    #[test]
+    fn names_the_field_of_a_shape_error() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+            days: Option<i64>,
+        }
+        let field = |json: &str| {
+            parse_json::<Body>(json.as_bytes())
+                .unwrap_err()
+                .errors
+                .unwrap()[0]
+                .field
+                .clone()
+        };
+        assert_eq!(field(r#"{}"#), "name");
+        assert_eq!(field(r#"{"name": 5}"#), "name");
+        assert_eq!(field(r#"{"name": "a", "days": "x"}"#), "days");
+        assert_eq!(field(r#"{"name": "a", "extra": 1}"#), "extra");
+        assert_eq!(
+            parse_json::<Body>(b"[1]").unwrap_err().code,
+            keyward_proto::ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            parse_json::<Body>(b"{nope").unwrap_err().code,
+            keyward_proto::ErrorCode::InvalidRequest
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The Keyward server: configuration ([`config`]), the HTTP API ([`routes`]), authentication
+//! extractors ([`extract`]), the error mapping ([`error`]) and startup ([`start`], [`run`]).
+//!
+//! [`app`] builds the one `Router` that both `keyward serve` and the tests use.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use keyward_core::{
+    AccountService, Clock, KeyService, KeySettings, PasswordHasher, PasswordHasherConfig,
+    SessionConfig, TokenSigner,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use config::{Config, Overrides, Settings};
+pub use state::AppState;
+
+/// The router with every route and layer.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.settings.limits.body_bytes;
+    Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::keys::router())
+        .merge(routes::service::router())
+        .fallback(routes::service::not_found)
+        .method_not_allowed_fallback(routes::service::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .with_state(state)
+}
+
+/// Opens the store, loads the signing keys and builds the services.
+pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+    let store = keyward_store::connect(&config.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database {}",
+                keyward_store::redact_url(&config.database_url)
+            )
+        })?;
+    let settings = &config.settings;
+    let signer = TokenSigner::load(
+        store.clone(),
+        clock.clone(),
+        config.public_url.clone(),
+        settings.sessions.audience.clone(),
+        settings.sessions.access_token_ttl_seconds,
+    )
+    .await
+    .context("loading the token signing keys")?;
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        clock.clone(),
+        KeySettings {
+            format: config.key_format.clone(),
+            max_per_user: settings.keys.max_per_user,
+        },
+    ));
+    let mut hasher_config = PasswordHasherConfig::default();
+    if let Some(concurrency) = settings.limits.password_hash_concurrency {
+        hasher_config.max_concurrent = concurrency;
+    }
+    let accounts = Arc::new(AccountService::new(
+        store.clone(),
+        clock,
+        PasswordHasher::new(hasher_config).context("setting up password hashing")?,
+        Arc::new(signer),
+        keys.clone(),
+        SessionConfig {
+            refresh_token_ttl_days: settings.sessions.refresh_token_ttl_days,
+            refresh_reuse_grace_seconds: settings.sessions.refresh_reuse_grace_seconds,
+            create_key_on_register: settings.keys.create_on_register,
+        },
+    ));
+    Ok(AppState {
+        accounts,
+        keys,
+        store,
+        metrics: Arc::new(metrics::Metrics::new()),
+        config: Arc::new(config),
+    })
+}
+
+/// A server running in the background (for tests and embedding).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish, flushes pending writes.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task")?
+    }
+}
+
+/// Binds `config.listen` and serves in a background task.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = build_state(config, clock).await?;
+    let (shutdown, mut signal) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, state.clone(), async move {
+        let _ = signal.wait_for(|stop| *stop).await;
+    }));
+    Ok(RunningServer {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let keys = state.keys.clone();
+    let flusher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(error) = keys.flush_last_used().await {
+                tracing::warn!(%error, "writing last_used_at failed; will retry");
+            }
+        }
+    });
+    let result = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    flusher.abort();
+    if let Err(error) = state.keys.flush_last_used().await {
+        tracing::warn!(%error, "final last_used_at flush failed");
+    }
+    result.context("serving HTTP")
+}
+
+/// `keyward serve`: runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let public_url = config.public_url.clone();
+    let database = keyward_store::redact_url(&config.database_url);
+    let state = build_state(config, clock).await?;
+    tracing::info!(addr = %listener.local_addr()?, %public_url, %database, "keyward listening");
+    serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("keyward stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}

@@ -1,0 +1,140 @@
+//! The request middleware: request id, tracing span, access log, metrics, and the problem+json
+//! body of every error (only here is the request id known for certain).
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use keyward_proto::{ErrorCode, Problem};
+use rand::distributions::{Alphanumeric, DistString};
+use tracing::Instrument;
+
+use crate::error::ProblemParts;
+use crate::state::AppState;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A client-sent id matching `^[A-Za-z0-9._:-]{1,128}$` is kept; otherwise a new `req_…`.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            format!(
+                "req_{}",
+                Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
+            )
+        })
+}
+
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    // The path, never the query string: a credential mistakenly put in a URL stays out of logs.
+    let span = tracing::info_span!("request", request_id = %id, %method, %route, path = %request.uri().path());
+    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = finish(response, &id);
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        );
+    });
+    state
+        .metrics
+        .request(&method, &route, status, elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Writes the problem body of an [`crate::error::ApiError`]; any other error response without a
+/// body of ours (a panic caught below, a framework rejection) becomes a problem too.
+fn finish(response: Response, request_id: &str) -> Response {
+    let status = response.status();
+    let parts = response.extensions().get::<ProblemParts>().cloned();
+    let parts = match parts {
+        Some(parts) => parts,
+        None if status.is_client_error() || status.is_server_error() => {
+            let is_ours = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
+                v.as_bytes().starts_with(b"application/problem+json")
+                    || v.as_bytes().starts_with(b"text/html")
+            });
+            if is_ours {
+                return response;
+            }
+            fallback_problem(status)
+        }
+        None => return response,
+    };
+    let problem = Problem {
+        type_: "about:blank".into(),
+        status: status.as_u16(),
+        title: parts.code.title().into(),
+        code: parts.code,
+        detail: parts.detail,
+        request_id: request_id.to_owned(),
+        errors: parts.errors,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let (mut head, _) = response.into_parts();
+    head.headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    head.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(head, Body::from(body))
+}
+
+fn fallback_problem(status: StatusCode) -> ProblemParts {
+    let code = match status.as_u16() {
+        400 => ErrorCode::InvalidRequest,
+        401 => ErrorCode::MissingCredentials,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        413 => ErrorCode::PayloadTooLarge,
+        422 => ErrorCode::ValidationFailed,
+        429 => ErrorCode::RateLimited,
+        503 => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    };
+    if code == ErrorCode::Internal {
+        tracing::error!(
+            status = status.as_u16(),
+            "request failed without an error of ours (panic or framework error)"
+        );
+    }
+    ProblemParts {
+        code,
+        detail: match code {
+            ErrorCode::Internal => {
+                "Something went wrong on our side; the request id identifies it in our logs.".into()
+            }
+            other => other.title().into(),
+        },
+        errors: None,
+    }
+}

@@ -1,0 +1,42 @@
+//! The HTTP API, one module per resource, each exposing its `router()`.
+
+pub mod auth;
+pub mod keys;
+pub mod service;
+
+use keyward_core::store::{ApiKeyRecord, TenantRecord, UserRecord};
+use keyward_core::KeyService;
+use keyward_proto::{KeyView, TenantView, UserView};
+
+pub(crate) fn user_view(user: &UserRecord) -> UserView {
+    UserView {
+        id: user.id.to_string(),
+        email: user.email.as_str().to_owned(),
+        name: user.name.clone(),
+    }
+}
+
+pub(crate) fn tenant_view(tenant: &TenantRecord) -> TenantView {
+    TenantView {
+        id: tenant.id.to_string(),
+        name: tenant.name.clone(),
+        created_at: tenant.created_at.to_rfc3339(),
+    }
+}
+
+pub(crate) fn key_view(keys: &KeyService, key: &ApiKeyRecord) -> KeyView {
+    KeyView {
+        id: key.id.to_string(),
+        name: key.name.as_str().to_owned(),
+        description: key.description.as_ref().map(|d| d.as_str().to_owned()),
+        scopes: key.scopes.to_strings(),
+        masked: format!("{}…{}", key.start, key.end),
+        start: key.start.clone(),
+        end: key.end.clone(),
+        created_at: key.created_at.to_rfc3339(),
+        expires_at: key.expires_at.map(|t| t.to_rfc3339()),
+        last_used_at: key.last_used_at.map(|t| t.to_rfc3339()),
+        status: keys.status(key),
+        meta: key.meta.as_ref().map(|m| m.to_value()),
+    }
+}

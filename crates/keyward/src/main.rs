@@ -1,0 +1,93 @@
+//! `keyward`: one binary for the server and (later) the CLI. Glue only: parsing arguments and
+//! calling into `keyward-server`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use keyward_server::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "keyward",
+    version,
+    about = "Authentication for API platforms: API keys, sessions and tenants in one binary",
+    long_about = "Keyward gives the customers of an API platform API keys (minted, scoped, expiring, \
+                  stored as hashes, revoked on the next request) and email+password sessions with \
+                  JWT access tokens and rotating refresh tokens.\n\n\
+                  Start a server with `keyward serve`; it creates ./keyward.db on first start."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (default 127.0.0.1:7777 on sqlite://keyward.db, created and migrated on
+    /// first start). Settings: --config FILE, then KEYWARD_* variables, then these flags.
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:7777 [setting: listen]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Database URL, e.g. sqlite://keyward.db [setting: database_url]
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// TOML settings file (see the README for every setting)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            listen,
+            database_url,
+            config,
+        } => serve(
+            Overrides {
+                listen,
+                database_url,
+            },
+            config,
+        ),
+    }
+}
+
+fn serve(overrides: Overrides, file: Option<PathBuf>) -> ExitCode {
+    let (config, warnings) = match Config::load(file.as_ref(), std::env::vars(), &overrides) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("keyward: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    keyward_server::telemetry::init(config.json_logs);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keyward: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(keyward_server::run(
+        config,
+        Arc::new(keyward_core::SystemClock),
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("keyward: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
