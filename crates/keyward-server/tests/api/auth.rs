@@ -1,0 +1,1 @@
+//! Accounts, sessions and access tokens (SPEC §4).

@@ -1,0 +1,1 @@
+//! API keys and verification (SPEC §1, §4).
