@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use keyward_core::{KeyAlphabet, KeyFormat};
 use serde::{Deserialize, Serialize};
@@ -193,22 +193,25 @@ impl Config {
                 )),
             }
         }
-        let env_map: std::collections::HashMap<String, String> = variables.into_iter().collect();
-        figment = figment.merge(
-            Env::prefixed("KEYWARD_")
-                .split("__")
-                .filter(move |key| {
-                    env_map.contains_key(&format!("KEYWARD_{}", key.as_str().to_uppercase()))
-                })
-                .map(|key| key.as_str().to_lowercase().into()),
-        );
+        // The validated variables, not the process environment: what `load` was given is
+        // exactly what it uses (tests pass their own), and values parse as figment parses env.
+        for (name, value) in &variables {
+            if let Some(setting) = setting_of_variable(name) {
+                let parsed = value
+                    .parse::<figment::value::Value>()
+                    .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+                figment = figment.merge(Serialized::default(&setting, parsed));
+            }
+        }
         if let Some(listen) = &overrides.listen {
             figment = figment.merge(Serialized::default("listen", listen));
         }
         if let Some(url) = &overrides.database_url {
             figment = figment.merge(Serialized::default("database_url", url));
         }
-        let settings: Settings = figment.extract().map_err(describe_figment_error)?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|error| describe_figment_error(error, &variables))?;
         Ok((Self::from_settings(settings)?, warnings))
     }
 
@@ -323,7 +326,7 @@ impl Config {
     }
 }
 
-fn describe_figment_error(error: figment::Error) -> ConfigError {
+fn describe_figment_error(error: figment::Error, variables: &[(String, String)]) -> ConfigError {
     let lines: Vec<String> = error
         .into_iter()
         .map(|error| {
@@ -339,14 +342,17 @@ fn describe_figment_error(error: figment::Error) -> ConfigError {
                 }
                 other => other.to_string(),
             };
-            let source = error
-                .metadata
-                .as_ref()
-                .map(|metadata| match &metadata.source {
-                    Some(source) => format!(" (from {source})"),
-                    None => format!(" (from {})", metadata.name),
-                })
-                .unwrap_or_default();
+            let variable = format!("KEYWARD_{}", path.to_uppercase().replace('.', "__"));
+            let source = if variables.iter().any(|(name, _)| *name == variable) {
+                format!(" (from environment variable {variable})")
+            } else {
+                error
+                    .metadata
+                    .as_ref()
+                    .and_then(|metadata| metadata.source.as_ref())
+                    .map(|source| format!(" (from {source})"))
+                    .unwrap_or_default()
+            };
             if path.is_empty() {
                 format!("{kind}{source}")
             } else {

@@ -4,6 +4,7 @@
 //! [`app`] builds the one `Router` that both `keyward serve` and the tests use.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod config;
 pub mod error;
@@ -105,6 +106,15 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
     })
 }
 
+/// The default `public_url` is `http://<listen>`: with port 0 (tests, embedding) that must be
+/// the port actually bound, or tokens carry `iss = http://127.0.0.1:0`.
+fn with_bound_address(mut config: Config, addr: SocketAddr) -> Config {
+    if config.settings.public_url.is_none() {
+        config.public_url = format!("http://{addr}");
+    }
+    config
+}
+
 /// A server running in the background (for tests and embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -127,7 +137,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = build_state(config, clock).await?;
+    let state = build_state(with_bound_address(config, addr), clock).await?;
     let (shutdown, mut signal) = watch::channel(false);
     let task = tokio::spawn(serve(listener, state.clone(), async move {
         let _ = signal.wait_for(|stop| *stop).await;
@@ -170,6 +180,7 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+    let config = with_bound_address(config, listener.local_addr()?);
     let public_url = config.public_url.clone();
     let database = keyward_store::redact_url(&config.database_url);
     let state = build_state(config, clock).await?;
