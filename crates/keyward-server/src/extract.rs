@@ -146,13 +146,15 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
     Err(ApiError::auth(AuthFailure::Missing))
 }
 
-/// A JWT is three non-empty dot-separated base64url parts; no API key format has a dot.
+/// A JWT is three dot-separated base64url parts, header and payload non-empty; the signature
+/// may be empty, as in an unsecured JWT (RFC 7519 §6), which is then refused as a token
+/// (`invalid_token`), not as an API key. No API key format has a dot.
 pub fn looks_like_jwt(token: &str) -> bool {
     let mut parts = token.split('.');
     let mut count = 0;
     for part in parts.by_ref() {
         count += 1;
-        if part.is_empty() || count > 3 {
+        if count > 3 || (part.is_empty() && count < 3) {
             return false;
         }
     }
@@ -265,7 +267,8 @@ mod tests {
         assert!(!looks_like_jwt("a.b"));
         assert!(!looks_like_jwt("a..c"));
         assert!(!looks_like_jwt("a.b.c.d"));
-        assert!(!looks_like_jwt("a.b."));
+        assert!(looks_like_jwt("a.b."), "an unsecured JWT is still a JWT");
+        assert!(!looks_like_jwt(".b.c"));
     }
 
     #[test]
