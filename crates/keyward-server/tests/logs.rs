@@ -1,0 +1,158 @@
+//! No secret reaches a log line: a full flow runs with trace-level logging captured, then every
+//! password, key and token issued in it is searched for in the captured text.
+//!
+//! Its own test binary, because it installs the process-wide tracing subscriber.
+
+#[path = "api/common.rs"]
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::json;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_flow_logs_no_secret() {
+    let captured = Captured::default();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .init();
+
+    let app = spawn_app().await;
+    let mut secrets: Vec<String> = vec![PASSWORD.to_owned()];
+    let account = app.register("logs@example.com").await;
+    secrets.push(account.access_token.clone());
+    secrets.push(account.refresh_token.clone());
+
+    let login = app
+        .post(
+            "/v1/auth/login",
+            Auth::None,
+            json!({"email": "logs@example.com", "password": PASSWORD}),
+        )
+        .await
+        .expect(200)
+        .clone();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    secrets.push(access.clone());
+    secrets.push(login["refresh_token"].as_str().unwrap().to_owned());
+
+    let refreshed = app
+        .post(
+            "/v1/auth/refresh",
+            Auth::None,
+            json!({"refresh_token": login["refresh_token"]}),
+        )
+        .await
+        .expect(200)
+        .clone();
+    secrets.push(refreshed["access_token"].as_str().unwrap().to_owned());
+    secrets.push(refreshed["refresh_token"].as_str().unwrap().to_owned());
+    // A reuse past the grace window, which logs a warning about the session.
+    app.clock.advance(11);
+    app.post(
+        "/v1/auth/refresh",
+        Auth::None,
+        json!({"refresh_token": login["refresh_token"]}),
+    )
+    .await
+    .expect_problem(401, "invalid_token");
+
+    let key = app
+        .create_key(&account, json!({"name": "logged", "scopes": ["write"]}))
+        .await;
+    let secret = key["key"].as_str().unwrap().to_owned();
+    secrets.push(secret.clone());
+    app.get("/v1/auth/me", Auth::Bearer(&secret))
+        .await
+        .expect(200);
+    app.get("/v1/keys", Auth::ApiKey(&secret)).await.expect(200);
+    app.verify(&secret, Some(json!(["read"]))).await;
+    let rotated = app
+        .post(
+            &format!("/v1/keys/{}/rotate", key["id"].as_str().unwrap()),
+            Auth::Bearer(&account.access_token),
+            json!({}),
+        )
+        .await
+        .expect(201)
+        .clone();
+    secrets.push(rotated["key"].as_str().unwrap().to_owned());
+    // Refused credentials are logged as refused, never by value.
+    app.get("/v1/auth/me", Auth::Bearer(&secret))
+        .await
+        .expect_problem(401, "invalid_api_key");
+    app.get("/v1/auth/me?api_key=kw_inthequerystring", Auth::None)
+        .await
+        .expect_problem(401, "missing_credentials");
+    secrets.push("kw_inthequerystring".to_owned());
+
+    let new_password = "a different long passphrase";
+    secrets.push(new_password.to_owned());
+    app.post(
+        "/v1/auth/password",
+        Auth::Bearer(&account.access_token),
+        json!({"current_password": PASSWORD, "new_password": new_password}),
+    )
+    .await
+    .expect(204);
+    app.post(
+        "/v1/auth/password",
+        Auth::Bearer(&account.access_token),
+        json!({"current_password": "wrong guess here", "new_password": new_password}),
+    )
+    .await
+    .expect_field_error("current_password");
+    app.post(
+        "/v1/auth/logout",
+        Auth::Bearer(&account.access_token),
+        json!({}),
+    )
+    .await
+    .expect(204);
+    app.server.unwrap().stop().await.unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    // The capture works: request lines with their ids are there, at trace level too.
+    assert!(logs.contains("request finished"), "nothing captured");
+    assert!(logs.contains("request_id=req_"));
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "not at trace level"
+    );
+    assert!(logs.contains("refresh token reuse detected"));
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret reached the logs: {}…",
+            &secret[..6]
+        );
+        // Also the part after a prefix, in case something logs a key's body only.
+        let tail = &secret[secret.len() - 16..];
+        assert!(!logs.contains(tail), "part of a secret reached the logs");
+    }
+}
