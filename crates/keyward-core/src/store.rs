@@ -218,4 +218,6 @@ pub trait Store:
 {
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+    /// Closes the connections (at shutdown); every later call fails as `Unavailable`.
+    async fn close(&self);
 }

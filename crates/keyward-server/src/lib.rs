@@ -172,6 +172,7 @@ async fn serve(
     if let Err(error) = state.keys.flush_last_used().await {
         tracing::warn!(%error, "final last_used_at flush failed");
     }
+    state.store.close().await;
     result.context("serving HTTP")
 }
 

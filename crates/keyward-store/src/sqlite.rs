@@ -545,4 +545,8 @@ impl Store for SqliteStore {
             .map_err(map_error)?;
         Ok(())
     }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
 }

@@ -393,3 +393,88 @@ async fn signing_keys_survive_a_restart() {
         .await;
     login.expect(200);
 }
+
+/// With the database gone: `/readyz` and anything that needs storage answer 503 `unavailable`
+/// without leaking the cause, while a key of the wrong format is still refused — proof that the
+/// format and checksum check touches no storage.
+#[tokio::test]
+async fn a_lost_database_is_503_and_malformed_keys_never_reach_it() {
+    let app = spawn_app().await;
+    let account = app.register("gone@example.com").await;
+    let key = app.create_key(&account, json!({"name": "k"})).await;
+    let secret = key["key"].as_str().unwrap().to_owned();
+    app.server.as_ref().unwrap().state.store.close().await;
+
+    let ready = app.get("/readyz", Auth::None).await;
+    ready.expect_problem(503, "unavailable");
+    assert!(
+        !ready.text.to_lowercase().contains("pool"),
+        "{}",
+        ready.text
+    );
+    app.post("/v1/keys/verify", Auth::None, json!({"key": secret}))
+        .await
+        .expect_problem(503, "unavailable");
+    app.get("/v1/keys", Auth::Bearer(&account.access_token))
+        .await
+        .expect_problem(503, "unavailable");
+
+    // Same length and alphabet, one checksum character changed: refused offline.
+    let mut forged = secret.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'a' { b'b' } else { b'a' };
+    let forged = String::from_utf8(forged).unwrap();
+    let verdict = app.verify(&forged, None).await;
+    assert_eq!(verdict["code"], "NOT_FOUND");
+    app.get("/v1/auth/me", Auth::Bearer(&forged))
+        .await
+        .expect_problem(401, "invalid_api_key");
+    assert_eq!(app.verify("kw_short", None).await["code"], "NOT_FOUND");
+}
+
+/// Password hashing runs on the blocking pool with bounded concurrency: during a burst of
+/// logins the server keeps answering other requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_logins_does_not_stall_other_requests() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let account = app.register("burst@example.com").await;
+    let burst: Vec<_> = (0..24)
+        .map(|i| {
+            let app = app.clone();
+            let email = account.email.clone();
+            tokio::spawn(async move {
+                let password = if i % 2 == 0 {
+                    PASSWORD
+                } else {
+                    "wrong password here"
+                };
+                app.post(
+                    "/v1/auth/login",
+                    Auth::None,
+                    json!({"email": email, "password": password}),
+                )
+                .await
+                .status
+                .as_u16()
+            })
+        })
+        .collect();
+    // Wait until the burst is being served (a first login answered), then ask for something
+    // cheap while the rest still queue for the hasher.
+    while !burst.iter().any(|task| task.is_finished()) {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let health = app.get("/healthz", Auth::None).await;
+    assert_eq!(health.status.as_u16(), 200);
+    let unfinished = burst.iter().filter(|task| !task.is_finished()).count();
+    assert!(
+        unfinished > 0,
+        "the burst was over before the health check; it proves nothing"
+    );
+    let mut statuses = Vec::new();
+    for task in burst {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 12);
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 12);
+}
