@@ -2,6 +2,7 @@
 //! loopback port with a fresh SQLite database, and talking HTTP to it.
 
 mod auth;
+mod client;
 mod common;
 mod keys;
 mod service;
