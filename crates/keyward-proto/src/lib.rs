@@ -46,9 +46,17 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A field that distinguishes "absent" from `null`: `expires_in_days: null` means "never",
-/// absent means the default.
+/// A field that tells "absent" (`None`) from `null` (`Some(None)`). Deserialize it with
+/// `#[serde(default, deserialize_with = "present")]`: serde alone reads a `null` as `None`.
 pub type Nullable<T> = Option<Option<T>>;
+
+fn present<'de, T, D>(deserializer: D) -> Result<Nullable<T>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
 
 // ---------------------------------------------------------------- accounts and sessions
 
@@ -57,9 +65,9 @@ pub type Nullable<T> = Option<Option<T>>;
 pub struct RegisterRequest {
     pub email: String,
     pub password: Secret,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_name: Option<String>,
 }
 
@@ -82,7 +90,7 @@ pub struct RefreshRequest {
 #[serde(deny_unknown_fields)]
 pub struct LogoutRequest {
     /// Revoke every session of the user, not only this one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all: Option<bool>,
 }
 
@@ -164,16 +172,16 @@ pub struct MeResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Absent or `null`: the key never expires; else 1–3650.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_days: Option<i64>,
     /// Absent: `["admin"]` for a session, the creating key's own scopes for a key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     /// A JSON object up to 4 KiB, returned by verify.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
 }
@@ -205,66 +213,19 @@ pub struct KeyView {
     pub meta: Option<serde_json::Value>,
 }
 
-/// A key as created or rotated: the only time the full key is shown.
+/// A key as created or rotated: the only time the full key is shown. On the wire it is one
+/// object: the [`KeyView`] fields and `key`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedKey {
-    pub id: String,
     /// The full key. It is never shown again.
     pub key: Secret,
     #[serde(flatten)]
-    pub view: KeyViewWithoutId,
-}
-
-/// [`KeyView`] without its `id`, for flattening under [`CreatedKey`].
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct KeyViewWithoutId {
-    pub name: String,
-    pub description: Option<String>,
-    pub scopes: Vec<String>,
-    pub masked: String,
-    pub start: String,
-    pub end: String,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-    pub last_used_at: Option<String>,
-    pub status: KeyStatus,
-    #[schema(value_type = Option<Object>)]
-    pub meta: Option<serde_json::Value>,
+    pub view: KeyView,
 }
 
 impl CreatedKey {
     pub fn new(key: Secret, view: KeyView) -> Self {
-        let KeyView {
-            id,
-            name,
-            description,
-            scopes,
-            masked,
-            start,
-            end,
-            created_at,
-            expires_at,
-            last_used_at,
-            status,
-            meta,
-        } = view;
-        Self {
-            id,
-            key,
-            view: KeyViewWithoutId {
-                name,
-                description,
-                scopes,
-                masked,
-                start,
-                end,
-                created_at,
-                expires_at,
-                last_used_at,
-                status,
-                meta,
-            },
-        }
+        Self { key, view }
     }
 }
 
@@ -277,7 +238,7 @@ pub struct KeyList {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// 0 (default): the old key is revoked at once; else it expires after this many seconds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -286,7 +247,7 @@ pub struct RotateKeyRequest {
 pub struct VerifyRequest {
     pub key: Secret,
     /// Scopes the key must hold (the `read` ⊂ `write` ⊂ `admin` hierarchy applies).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -324,9 +285,13 @@ pub struct VerifyResponse {
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
-    /// Present (possibly `null`) whenever the key was found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Option<String>>,
+    /// Present (possibly `null`: never expires) whenever the key was found.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub expires_at: Nullable<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
@@ -376,6 +341,29 @@ mod tests {
     }
 
     #[test]
+    fn verify_expires_at_tells_null_from_absent() {
+        let found: VerifyResponse =
+            serde_json::from_str(r#"{"valid": true, "code": "VALID", "expires_at": null}"#)
+                .unwrap();
+        assert_eq!(found.expires_at, Some(None));
+        let missing: VerifyResponse =
+            serde_json::from_str(r#"{"valid": false, "code": "NOT_FOUND"}"#).unwrap();
+        assert_eq!(missing.expires_at, None);
+        let json = serde_json::to_value(&found).unwrap();
+        assert!(json.as_object().unwrap().contains_key("expires_at"));
+    }
+
+    #[test]
+    fn unset_request_fields_are_not_sent() {
+        let json = serde_json::to_value(CreateKeyRequest {
+            name: "ci".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(json, serde_json::json!({"name": "ci"}));
+    }
+
+    #[test]
     fn created_key_flattens_to_one_object() {
         let view = KeyView {
             id: "key_1".into(),
@@ -392,6 +380,7 @@ mod tests {
             meta: None,
         };
         let json = serde_json::to_value(CreatedKey::new(Secret::new("kw_x"), view)).unwrap();
+        assert_eq!(json.as_object().unwrap().len(), 13);
         assert_eq!(json["id"], "key_1");
         assert_eq!(json["key"], "kw_x");
         assert_eq!(json["status"], "active");
