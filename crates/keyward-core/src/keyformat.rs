@@ -54,7 +54,8 @@ impl KeyAlphabet {
         }
     }
 
-    fn encode_checksum(self, mut value: u32, out: &mut String) {
+    /// The checksum digits, most significant first, zero-padded, on the stack.
+    fn checksum_digits(self, mut value: u32) -> ([u8; 8], usize) {
         let symbols = self.symbols();
         let base = symbols.len() as u32;
         let mut digits = [b'0'; 8];
@@ -63,6 +64,11 @@ impl KeyAlphabet {
             *slot = symbols[(value % base) as usize];
             value /= base;
         }
+        (digits, width)
+    }
+
+    fn encode_checksum(self, value: u32, out: &mut String) {
+        let (digits, width) = self.checksum_digits(value);
         out.extend(digits[..width].iter().map(|&d| d as char));
     }
 }
@@ -186,10 +192,10 @@ impl KeyFormat {
         if !self.checksum {
             return true;
         }
-        let mut expected = String::with_capacity(8);
-        self.alphabet
-            .encode_checksum(crc32fast::hash(&bytes[..body_end]), &mut expected);
-        expected.as_bytes() == &bytes[body_end..]
+        let (digits, width) = self
+            .alphabet
+            .checksum_digits(crc32fast::hash(&bytes[..body_end]));
+        digits[..width] == bytes[body_end..]
     }
 }
 

@@ -258,12 +258,13 @@ impl Scopes {
         Self(BTreeSet::from([Scope::admin()]))
     }
 
-    /// Scopes read back from storage (space-separated); entries that no longer parse are dropped.
+    /// Scopes read back from storage (space-separated). They were parsed when the key was
+    /// made, so this skips the grammar check: it runs on every verification.
     pub fn from_stored(stored: &str) -> Self {
         Self(
             stored
                 .split_whitespace()
-                .filter_map(|scope| Scope::parse(scope).ok())
+                .map(|scope| Scope(scope.to_owned()))
                 .collect(),
         )
     }

@@ -217,15 +217,15 @@ pub struct KeyView {
 /// object: the [`KeyView`] fields and `key`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedKey {
-    /// The full key. It is never shown again.
-    pub key: Secret,
     #[serde(flatten)]
     pub view: KeyView,
+    /// The full key. It is never shown again.
+    pub key: Secret,
 }
 
 impl CreatedKey {
     pub fn new(key: Secret, view: KeyView) -> Self {
-        Self { key, view }
+        Self { view, key }
     }
 }
 

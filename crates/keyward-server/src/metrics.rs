@@ -21,7 +21,7 @@ struct RouteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: String,
+    outcome: &'static str,
 }
 
 pub struct Metrics {
@@ -85,11 +85,9 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn verification(&self, outcome: &str) {
+    pub fn verification(&self, outcome: &'static str) {
         self.verifications
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
-            })
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -23,7 +23,14 @@ use crate::map_error;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-const KEY_COLUMNS: &str = "id, tenant_id, user_id, key_hash, key_start, key_end, name, description, scopes, meta, created_at, expires_at, expires_in_days, last_used_at, revoked_at";
+/// The `api_keys` columns, as a macro so queries are `concat!`ed at compile time (no `format!`
+/// on the verification path).
+macro_rules! key_columns {
+    () => {
+        "id, tenant_id, user_id, key_hash, key_start, key_end, name, description, scopes, meta, \
+         created_at, expires_at, expires_in_days, last_used_at, revoked_at"
+    };
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -156,13 +163,14 @@ async fn insert_key_row(
     max_active: Option<u32>,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let sql = format!(
-        "INSERT INTO api_keys ({KEY_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL \
+    let sql = concat!(
+        "INSERT INTO api_keys (",
+        key_columns!(),
+        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL \
          WHERE $14 IS NULL OR (SELECT COUNT(*) FROM api_keys WHERE user_id = $3 AND tenant_id = $2 \
                AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $15)) < $14"
     );
-    let result = sqlx::query(&sql)
+    let result = sqlx::query(sql)
         .bind(key.id.as_str())
         .bind(key.owner.tenant_id.as_str())
         .bind(key.owner.user_id.as_str())
@@ -395,11 +403,13 @@ impl KeyStore for SqliteStore {
         owner: &Owner,
         include_revoked: bool,
     ) -> StoreResult<Vec<ApiKeyRecord>> {
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = $1 AND tenant_id = $2 \
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE user_id = $1 AND tenant_id = $2 \
              AND ($3 OR revoked_at IS NULL) ORDER BY seq DESC"
         );
-        sqlx::query(&sql)
+        sqlx::query(sql)
             .bind(owner.user_id.as_str())
             .bind(owner.tenant_id.as_str())
             .bind(include_revoked)
@@ -412,10 +422,12 @@ impl KeyStore for SqliteStore {
     }
 
     async fn find_key(&self, owner: &Owner, id: &KeyId) -> StoreResult<Option<ApiKeyRecord>> {
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND user_id = $2 AND tenant_id = $3"
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE id = $1 AND user_id = $2 AND tenant_id = $3"
         );
-        sqlx::query(&sql)
+        sqlx::query(sql)
             .bind(id.as_str())
             .bind(owner.user_id.as_str())
             .bind(owner.tenant_id.as_str())
@@ -428,8 +440,12 @@ impl KeyStore for SqliteStore {
     }
 
     async fn find_key_by_hash(&self, key_hash: &TokenHash) -> StoreResult<Option<ApiKeyRecord>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1");
-        sqlx::query(&sql)
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE key_hash = $1"
+        );
+        sqlx::query(sql)
             .bind(&key_hash.as_bytes()[..])
             .fetch_optional(&self.pool)
             .await
