@@ -24,9 +24,10 @@ use crate::store::{SigningKeyRecord, Store};
 
 /// Tolerated clock skew for `nbf` and `iat` between the issuing and the verifying instance.
 const NBF_LEEWAY_SECONDS: i64 = 30;
-/// An unknown `kid` reloads the key set from the store (another instance may have rotated), at
-/// most this often, so garbage tokens cannot turn into a stream of database reads.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// An unknown `kid` reloads the key set from the store (another instance may have added a key,
+/// e.g. when two start on an empty database at once), at most this often, so garbage tokens
+/// cannot turn into a stream of database reads.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 const TOKEN_TYPE: &str = "at+jwt";
 
 /// The claims of a Keyward access token.
@@ -57,7 +58,8 @@ pub struct TokenSigner {
     audience: String,
     ttl_seconds: i64,
     keys: RwLock<Arc<KeySet>>,
-    last_reload: std::sync::Mutex<Instant>,
+    /// `None` until the first reload, which is therefore never delayed.
+    last_reload: std::sync::Mutex<Option<Instant>>,
 }
 
 impl TokenSigner {
@@ -84,7 +86,7 @@ impl TokenSigner {
             audience,
             ttl_seconds,
             keys: RwLock::new(Arc::new(keys)),
-            last_reload: std::sync::Mutex::new(Instant::now()),
+            last_reload: std::sync::Mutex::new(None),
         })
     }
 
@@ -175,10 +177,10 @@ impl TokenSigner {
             let Ok(mut last) = self.last_reload.lock() else {
                 return self.key_set();
             };
-            if last.elapsed() < RELOAD_INTERVAL {
+            if last.is_some_and(|at| at.elapsed() < RELOAD_INTERVAL) {
                 return self.key_set();
             }
-            *last = Instant::now();
+            *last = Some(Instant::now());
         }
         match self
             .store

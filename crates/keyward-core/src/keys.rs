@@ -15,7 +15,7 @@ use crate::store::{ApiKeyRecord, NewApiKey, Owner, Store};
 use crate::validate::{Description, ExpiresInDays, KeyMeta, KeyName, Scopes};
 
 /// `last_used_at` is written at most this often per key.
-const LAST_USED_RESOLUTION_SECONDS: i64 = 60;
+pub const LAST_USED_RESOLUTION_SECONDS: i64 = 60;
 /// Longest grace period of a rotation: 30 days.
 pub const MAX_GRACE_PERIOD_SECONDS: i64 = 30 * 86_400;
 

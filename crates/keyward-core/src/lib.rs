@@ -31,7 +31,7 @@ pub use hashing::{sha256, PasswordHasher, PasswordHasherConfig, TokenHash};
 pub use ids::{KeyId, SessionId, TenantId, UserId};
 pub use jwt::{AccessClaims, TokenSigner};
 pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
-pub use keys::{KeyService, KeySettings, NewKeyInput, Verification};
+pub use keys::{KeyService, KeySettings, NewKeyInput, Verification, LAST_USED_RESOLUTION_SECONDS};
 pub use secret::{AccessToken, ApiKeySecret, Password, RefreshToken};
 pub use validate::{
     Description, Email, ExpiresInDays, KeyMeta, KeyName, Scope, Scopes, TenantName, UserName,

@@ -24,9 +24,31 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// `text` (default) or `json` log lines.
     pub log_format: String,
+    pub database: DatabaseSettings,
     pub keys: KeySettings,
     pub sessions: SessionSettings,
     pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// Most connections per instance.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before answering 503 `unavailable`.
+    pub connect_timeout_seconds: u64,
+    /// Longest a statement may run (PostgreSQL `statement_timeout`, SQLite busy timeout).
+    pub statement_timeout_seconds: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout_seconds: 3,
+            statement_timeout_seconds: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +86,7 @@ impl Default for Settings {
             database_url: "sqlite://keyward.db".into(),
             public_url: None,
             log_format: "text".into(),
+            database: DatabaseSettings::default(),
             keys: KeySettings::default(),
             sessions: SessionSettings::default(),
             limits: LimitSettings::default(),
@@ -120,6 +143,7 @@ pub struct ConfigError(String);
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    pub pool: keyward_store::PoolSettings,
     pub public_url: String,
     pub json_logs: bool,
     pub key_format: KeyFormat,
@@ -230,12 +254,10 @@ impl Config {
                 )
             }
         };
-        if !settings.database_url.starts_with("sqlite:")
-            && !settings.database_url.starts_with("postgres")
-        {
+        if keyward_store::Backend::of_url(&settings.database_url).is_none() {
             return bad(
                 "database_url",
-                "must start with sqlite:// (or postgres:// where supported)".into(),
+                "must start with sqlite:// or postgres://".into(),
             );
         }
         let public_url = match &settings.public_url {
@@ -269,7 +291,25 @@ impl Config {
             settings.keys.checksum,
         )
         .map_err(|e| ConfigError(e.to_string()))?;
-        let ranges: [(&str, i64, i64, i64); 5] = [
+        let ranges: [(&str, i64, i64, i64); 8] = [
+            (
+                "database.max_connections",
+                i64::from(settings.database.max_connections),
+                1,
+                1000,
+            ),
+            (
+                "database.connect_timeout_seconds",
+                settings.database.connect_timeout_seconds as i64,
+                1,
+                300,
+            ),
+            (
+                "database.statement_timeout_seconds",
+                settings.database.statement_timeout_seconds as i64,
+                1,
+                3600,
+            ),
             (
                 "keys.max_per_user",
                 i64::from(settings.keys.max_per_user),
@@ -318,6 +358,15 @@ impl Config {
         Ok(Self {
             listen,
             database_url: settings.database_url.clone(),
+            pool: keyward_store::PoolSettings {
+                max_connections: settings.database.max_connections,
+                connect_timeout: std::time::Duration::from_secs(
+                    settings.database.connect_timeout_seconds,
+                ),
+                statement_timeout: std::time::Duration::from_secs(
+                    settings.database.statement_timeout_seconds,
+                ),
+            },
             public_url,
             json_logs,
             key_format,

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use config::{Config, Overrides, Settings};
+pub use keyward_store::redact_url as redact_database_url;
 pub use state::AppState;
 
 /// The router with every route and layer.
@@ -55,7 +56,7 @@ pub fn app(state: AppState) -> Router {
 
 /// Opens the store, loads the signing keys and builds the services.
 pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
-    let store = keyward_store::connect(&config.database_url)
+    let store = keyward_store::connect(&config.database_url, &config.pool)
         .await
         .with_context(|| {
             format!(
@@ -174,6 +175,20 @@ async fn serve(
     }
     state.store.close().await;
     result.context("serving HTTP")
+}
+
+/// `keyward migrate`: connects and applies any pending migrations, then returns.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = keyward_store::connect(&config.database_url, &config.pool)
+        .await
+        .with_context(|| {
+            format!(
+                "migrating {}",
+                keyward_store::redact_url(&config.database_url)
+            )
+        })?;
+    store.close().await;
+    Ok(())
 }
 
 /// `keyward serve`: runs until SIGINT or SIGTERM, then shuts down gracefully.

@@ -1,30 +1,71 @@
 //! Keyward storage: the SQL implementations of the `keyward-core` store traits.
 //!
-//! [`connect`] opens the database named by a URL, applies the migrations and returns the
-//! [`Store`] behind an `Arc<dyn Store>`. Only this crate knows SQL. Today it holds
-//! [`SqliteStore`]; PostgreSQL joins it behind the same traits.
+//! [`connect`] opens the database named by a URL (`sqlite://FILE` or `postgres://…`), applies
+//! the migrations and returns the [`Store`] behind an `Arc<dyn Store>`. Only this crate knows
+//! SQL. The implementation (`sql.rs`) is written once and compiled for each backend
+//! ([`SqliteStore`], [`PgStore`]), so both answer the same to the letter.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyward_core::store::{Store, StoreError};
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-/// Opens the database at `url` (`sqlite://path`, created if missing) and migrates it.
-pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Other(
-            "database_url: PostgreSQL is not supported by this build yet; use sqlite://FILE".into(),
-        ))
-    } else {
-        Err(StoreError::Other(format!(
-            "database_url: unsupported scheme in {:?}; use sqlite://FILE",
+/// Connection pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections open at once, per instance.
+    pub max_connections: u32,
+    /// How long a request waits for a connection (or a new one to open) before it fails with
+    /// `unavailable`.
+    pub connect_timeout: Duration,
+    /// Longest a statement may run (PostgreSQL `statement_timeout`; SQLite's busy timeout).
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Opens the database at `url` and migrates it.
+pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dyn Store>, StoreError> {
+    match Backend::of_url(url) {
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::connect(url, settings).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::connect(url, settings).await?)),
+        None => Err(StoreError::Other(format!(
+            "database_url: unsupported scheme in {:?}; use sqlite://FILE or postgres://…",
             redact_url(url)
-        )))
+        ))),
     }
 }
 
@@ -52,10 +93,30 @@ pub(crate) fn map_error(error: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(db.constraint().unwrap_or("unique").to_owned())
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+        sqlx::Error::Database(db) if is_unavailable_code(db.code().as_deref()) => {
             StoreError::Unavailable(error.to_string())
         }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
         _ => StoreError::Other(error.to_string()),
+    }
+}
+
+/// Database error codes that mean "cannot serve now", not "this request is wrong":
+/// PostgreSQL connection exceptions (class 08), shutdowns and terminated backends (57P0x),
+/// statement timeouts (57014), too many connections (53300); SQLite busy (5) and locked (6).
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    match code {
+        Some(code) => {
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(code, "57014" | "53300" | "5" | "6")
+        }
+        None => false,
     }
 }
 

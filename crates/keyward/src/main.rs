@@ -38,6 +38,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Apply pending database migrations and exit. `serve` applies them too; run this ahead of
+    /// a rollout to migrate once, before the new instances start.
+    Migrate {
+        /// Database URL, e.g. postgres://user@host/keyward [setting: database_url]
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// TOML settings file
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,35 +64,44 @@ fn main() -> ExitCode {
             },
             config,
         ),
+        Command::Migrate {
+            database_url,
+            config,
+        } => migrate(
+            Overrides {
+                listen: None,
+                database_url,
+            },
+            config,
+        ),
     }
 }
 
-fn serve(overrides: Overrides, file: Option<PathBuf>) -> ExitCode {
-    let (config, warnings) = match Config::load(file.as_ref(), std::env::vars(), &overrides) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            eprintln!("keyward: configuration error: {error}");
-            return ExitCode::from(2);
-        }
-    };
+/// Loads the configuration and starts logging; `Err` is the exit code of a bad setting.
+fn setup(
+    overrides: &Overrides,
+    file: Option<&PathBuf>,
+) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    let (config, warnings) = Config::load(file, std::env::vars(), overrides).map_err(|error| {
+        eprintln!("keyward: configuration error: {error}");
+        ExitCode::from(2)
+    })?;
     keyward_server::telemetry::init(config.json_logs);
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
+        .map_err(|error| {
             eprintln!("keyward: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(keyward_server::run(
-        config,
-        Arc::new(keyward_core::SystemClock),
-    )) {
+            ExitCode::FAILURE
+        })?;
+    Ok((config, runtime))
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -90,4 +109,28 @@ fn serve(overrides: Overrides, file: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve(overrides: Overrides, file: Option<PathBuf>) -> ExitCode {
+    let (config, runtime) = match setup(&overrides, file.as_ref()) {
+        Ok(ready) => ready,
+        Err(code) => return code,
+    };
+    finish(runtime.block_on(keyward_server::run(
+        config,
+        Arc::new(keyward_core::SystemClock),
+    )))
+}
+
+fn migrate(overrides: Overrides, file: Option<PathBuf>) -> ExitCode {
+    let (config, runtime) = match setup(&overrides, file.as_ref()) {
+        Ok(ready) => ready,
+        Err(code) => return code,
+    };
+    let database = keyward_server::redact_database_url(&config.database_url);
+    let result = runtime.block_on(keyward_server::migrate(&config));
+    if result.is_ok() {
+        println!("keyward: {database} is migrated to the latest schema");
+    }
+    finish(result)
 }

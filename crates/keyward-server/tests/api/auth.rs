@@ -1,4 +1,4 @@
-//! Accounts, sessions and access tokens (SPEC §4).
+// Accounts, sessions and access tokens (SPEC §4).
 
 use std::collections::BTreeSet;
 
@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::*;
+use super::kit::*;
 
 const NEW_PASSWORD: &str = "a different, longer passphrase";
 
@@ -133,13 +133,7 @@ async fn create_key(app: &TestApp, account: &Account, body: Value) -> (String, S
 }
 
 fn database_url(app: &TestApp) -> String {
-    app.server
-        .as_ref()
-        .expect("running")
-        .state
-        .config
-        .database_url
-        .clone()
+    app.database_url()
 }
 
 // ---------------------------------------------------------------- register

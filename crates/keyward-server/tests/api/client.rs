@@ -1,5 +1,5 @@
-//! The Rust SDK (`keyward-client`) against the real server (SPEC §6): typed calls, problem
-//! bodies as errors, refresh-and-retry on `token_expired`, credentials never printed.
+// The Rust SDK (`keyward-client`) against the real server (SPEC §6): typed calls, problem
+// bodies as errors, refresh-and-retry on `token_expired`, credentials never printed.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use keyward_client::{
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::common::*;
+use super::kit::*;
 
 // ---------------------------------------------------------------- helpers
 

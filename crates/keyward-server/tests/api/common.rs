@@ -1,5 +1,6 @@
-//! The test kit: [`spawn_app`] starts a server; [`TestApp`] sends requests; [`Reply`] asserts.
-
+// The test kit: [`spawn_app_on`] starts a server on a backend with a fresh database;
+// [`TestApp`] sends requests; [`Reply`] asserts. Each backend's suite module (see `main.rs`)
+// wraps it as `spawn_app()` / `spawn_app_with()`.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -12,31 +13,148 @@ use serde_json::{json, Value};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const POSTGRES_URL_VARIABLE: &str = "KEYWARD_TEST_POSTGRES_URL";
+
+/// A fresh, empty database, removed when dropped: a SQLite file in a temporary folder, or a
+/// PostgreSQL database created through `KEYWARD_TEST_POSTGRES_URL` and dropped after.
+pub struct TestDatabase {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Folder(tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                Self {
+                    url: format!("sqlite://{}", dir.path().join("keyward.db").display()),
+                    cleanup: Cleanup::Folder(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var(POSTGRES_URL_VARIABLE).unwrap_or_else(|_| {
+                    panic!("{POSTGRES_URL_VARIABLE} is not set at run time (it was at build time)")
+                });
+                let name = format!("keyward_test_{}", rand::random::<u64>());
+                let mut admin = postgres_admin(&admin_url).await;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create the test database");
+                Self {
+                    url: database_url_with_name(&admin_url, &name),
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
+            }
+        }
+    }
+}
+
+/// A connection to the server named by `KEYWARD_TEST_POSTGRES_URL`; a clear failure (not a
+/// hang) when it does not answer.
+pub async fn postgres_admin(admin_url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sqlx::PgConnection::connect(admin_url),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => panic!("PostgreSQL at {POSTGRES_URL_VARIABLE} is not reachable: {error}"),
+        Err(_) => panic!("PostgreSQL at {POSTGRES_URL_VARIABLE} did not answer within 10 s"),
+    }
+}
+
+/// `postgres://u@h:5432/postgres?x=y` with the database `name` instead.
+pub fn database_url_with_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    format!("{root}/{name}{query}")
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            let shown = name.clone();
+            // Drop runs inside the test's runtime: a thread with its own runtime does the
+            // async work. FORCE ends the connections of servers still open.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let mut admin = postgres_admin(&admin_url).await;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(_))) {
+                eprintln!("could not drop the test database {shown}: {dropped:?}");
+            }
+        }
+    }
+}
+
 pub struct TestApp {
     pub base_url: String,
     pub http: reqwest::Client,
     /// Moves the server's "now" forward: expiry without sleeping.
     pub clock: TestClock,
     pub server: Option<RunningServer>,
-    _dir: tempfile::TempDir,
+    pub backend: Backend,
+    /// The database this app made for itself (kept alive as long as the app).
+    pub database: TestDatabase,
 }
 
-/// A server with default settings.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
-}
-
-/// A server whose settings `configure` adjusts first.
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A server on `backend`, with a fresh database, whose settings `configure` adjusts first
+/// (setting `database_url` points it at another database, e.g. a second instance).
+pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = TestDatabase::new(backend).await;
     let mut settings = Settings {
         listen: "127.0.0.1:0".into(),
-        database_url: format!("sqlite://{}", dir.path().join("keyward.db").display()),
+        database_url: database.url.clone(),
         ..Settings::default()
     };
+    // Small pools: many test servers share one PostgreSQL.
+    settings.database.max_connections = 4;
     configure(&mut settings);
+    spawn_with_clock(settings, TestClock::new(), backend, database).await
+}
+
+/// Starts a server with exactly these settings and this clock (several instances may share a
+/// clock to move time together).
+pub async fn spawn_with_clock(
+    settings: Settings,
+    clock: TestClock,
+    backend: Backend,
+    database: TestDatabase,
+) -> TestApp {
     let config = Config::from_settings(settings).expect("valid test config");
-    let clock = TestClock::new();
     let server = keyward_server::start(config, Arc::new(clock.clone()))
         .await
         .expect("server starts");
@@ -48,7 +166,21 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
             .expect("client"),
         clock,
         server: Some(server),
-        _dir: dir,
+        backend,
+        database,
+    }
+}
+
+impl TestApp {
+    /// The database URL this server runs on.
+    pub fn database_url(&self) -> String {
+        self.server
+            .as_ref()
+            .expect("running")
+            .state
+            .config
+            .database_url
+            .clone()
     }
 }
 

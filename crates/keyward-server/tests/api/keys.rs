@@ -1,4 +1,4 @@
-//! API keys and verification (SPEC §1, §4).
+// API keys and verification (SPEC §1, §4).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::common::*;
+use super::kit::*;
 
 // ---------------------------------------------------------------- helpers
 

@@ -1,9 +1,9 @@
-//! Errors (SPEC §3) and the service endpoints.
+// Errors (SPEC §3) and the service endpoints.
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::*;
+use super::kit::*;
 
 #[tokio::test]
 async fn register_then_use_a_key_end_to_end() {
@@ -356,8 +356,8 @@ async fn jwks_serves_public_keys_only() {
 /// and tokens issued before the restart stay valid.
 #[tokio::test]
 async fn signing_keys_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("k.db").display());
+    let database = fresh_database().await;
+    let url = database.url.clone();
     let first = spawn_app_with({
         let url = url.clone();
         move |settings| settings.database_url = url

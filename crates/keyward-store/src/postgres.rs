@@ -1,0 +1,63 @@
+//! The PostgreSQL store: several Keyward instances share one database. Consistency comes from
+//! the database itself: conditional updates (`… WHERE spent_at IS NULL`), row locks where a
+//! count must be exact, and transactions for multi-row changes; never from an instance's memory.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres};
+
+use crate::PoolSettings;
+
+// `Owner`, `StoreError`, `StoreResult`, `map_error` come in with `sql.rs` below.
+
+type Db = Postgres;
+type DbRow = PgRow;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL implementation of every store trait.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: PgPool,
+}
+
+pub type PgStore = SqlStore;
+
+impl SqlStore {
+    /// Connects and migrates (migrations take an advisory lock, so instances starting together
+    /// apply them once).
+    pub async fn connect(url: &str, settings: &PoolSettings) -> StoreResult<Self> {
+        let statement_timeout = settings.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(format!("database_url: {e}")))?
+            .application_name("keyward")
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("connecting to {}: {e}", crate::redact_url(url)))
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("migrating {}: {e}", crate::redact_url(url))))?;
+        Ok(Self { pool })
+    }
+}
+
+/// Locks the owner's user row until the transaction ends, so that concurrent key creations for
+/// one user (on any instance) count and insert one after the other.
+async fn lock_owner(tx: &mut sqlx::Transaction<'static, Db>, owner: &Owner) -> StoreResult<()> {
+    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(owner.user_id.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_error)?;
+    Ok(())
+}
+
+include!("sql.rs");

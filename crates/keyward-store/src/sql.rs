@@ -1,0 +1,543 @@
+// The SQL implementation of the store traits, written once and compiled once per backend:
+// `sqlite.rs` and `postgres.rs` each `include!` this file after defining `Db` (the sqlx
+// database), `DbRow`, `SqlStore { pool }` and `lock_owner`. The same SQL text runs on both
+// (`$N` parameters, BIGINT seconds, no vendor functions), so the behaviour cannot drift, and
+// each backend runs natively (no `Any` driver on the verification path).
+
+use async_trait::async_trait;
+use keyward_core::store::{
+    AccountStore, ApiKeyRecord, KeyStore, NewAccount, NewApiKey, NewSession, Owner,
+    RefreshTokenRecord, SessionRecord, SessionStore, SigningKeyRecord, SigningKeyStore, Store,
+    StoreError, StoreResult, TenantRecord, UserRecord,
+};
+use keyward_core::{
+    Description, Email, KeyId, KeyMeta, KeyName, Scopes, SessionId, TenantId, Timestamp, TokenHash,
+    UserId,
+};
+use sqlx::{Row, Transaction};
+
+use crate::map_error;
+
+/// The `api_keys` columns, as a macro so queries are `concat!`ed at compile time (no `format!`
+/// on the verification path).
+macro_rules! key_columns {
+    () => {
+        "id, tenant_id, user_id, key_hash, key_start, key_end, name, description, scopes, meta, \
+         created_at, expires_at, expires_in_days, last_used_at, revoked_at"
+    };
+}
+
+impl SqlStore {
+    async fn begin(&self) -> StoreResult<Transaction<'static, Db>> {
+        self.pool.begin().await.map_err(map_error)
+    }
+}
+
+fn ts(value: Option<i64>) -> Option<Timestamp> {
+    value.map(Timestamp)
+}
+
+fn get<'r, T: sqlx::Decode<'r, Db> + sqlx::Type<Db>>(
+    row: &'r DbRow,
+    column: &str,
+) -> StoreResult<T> {
+    row.try_get(column).map_err(map_error)
+}
+
+fn hash(row: &DbRow, column: &str) -> StoreResult<TokenHash> {
+    let bytes: Vec<u8> = get(row, column)?;
+    TokenHash::from_slice(&bytes)
+        .ok_or_else(|| StoreError::Other(format!("{column} is not 32 bytes")))
+}
+
+fn user_from_row(row: &DbRow) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        id: UserId::from_stored(get(row, "id")?),
+        tenant_id: TenantId::from_stored(get(row, "tenant_id")?),
+        email: Email::from_stored(get(row, "email")?),
+        name: get(row, "name")?,
+        password_hash: get(row, "password_hash")?,
+        created_at: Timestamp(get(row, "created_at")?),
+    })
+}
+
+fn session_from_row(row: &DbRow) -> StoreResult<SessionRecord> {
+    Ok(SessionRecord {
+        id: SessionId::from_stored(get(row, "id")?),
+        user_id: UserId::from_stored(get(row, "user_id")?),
+        tenant_id: TenantId::from_stored(get(row, "tenant_id")?),
+        created_at: Timestamp(get(row, "created_at")?),
+        expires_at: Timestamp(get(row, "expires_at")?),
+        revoked_at: ts(get(row, "revoked_at")?),
+    })
+}
+
+fn key_from_row(row: &DbRow) -> StoreResult<ApiKeyRecord> {
+    let description: Option<String> = get(row, "description")?;
+    let meta: Option<String> = get(row, "meta")?;
+    let scopes: String = get(row, "scopes")?;
+    Ok(ApiKeyRecord {
+        id: KeyId::from_stored(get(row, "id")?),
+        owner: Owner {
+            user_id: UserId::from_stored(get(row, "user_id")?),
+            tenant_id: TenantId::from_stored(get(row, "tenant_id")?),
+        },
+        key_hash: hash(row, "key_hash")?,
+        start: get(row, "key_start")?,
+        end: get(row, "key_end")?,
+        name: KeyName::from_stored(get(row, "name")?),
+        description: description.map(Description::from_stored),
+        scopes: Scopes::from_stored(&scopes),
+        meta: meta.as_deref().and_then(KeyMeta::from_stored),
+        created_at: Timestamp(get(row, "created_at")?),
+        expires_at: ts(get(row, "expires_at")?),
+        expires_in_days: get(row, "expires_in_days")?,
+        last_used_at: ts(get(row, "last_used_at")?),
+        revoked_at: ts(get(row, "revoked_at")?),
+    })
+}
+
+async fn insert_session(
+    tx: &mut Transaction<'static, Db>,
+    session: &NewSession,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(session.id.as_str())
+    .bind(session.user_id.as_str())
+    .bind(session.tenant_id.as_str())
+    .bind(session.created_at.seconds())
+    .bind(session.expires_at.seconds())
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&session.refresh_token_hash.as_bytes()[..])
+    .bind(session.id.as_str())
+    .bind(session.created_at.seconds())
+    .execute(&mut **tx)
+    .await
+    .map_err(map_error)?;
+    Ok(())
+}
+
+/// Inserts `key` when its owner has fewer than `max_active` live keys (`None`: no limit).
+async fn insert_key_row(
+    tx: &mut Transaction<'static, Db>,
+    key: &NewApiKey,
+    max_active: Option<u32>,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let sql = concat!(
+        "INSERT INTO api_keys (",
+        key_columns!(),
+        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL \
+         WHERE $14 IS NULL OR (SELECT COUNT(*) FROM api_keys WHERE user_id = $3 AND tenant_id = $2 \
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $15)) < $14"
+    );
+    let result = sqlx::query(sql)
+        .bind(key.id.as_str())
+        .bind(key.owner.tenant_id.as_str())
+        .bind(key.owner.user_id.as_str())
+        .bind(&key.key_hash.as_bytes()[..])
+        .bind(&key.start)
+        .bind(&key.end)
+        .bind(key.name.as_str())
+        .bind(key.description.as_ref().map(Description::as_str))
+        .bind(key.scopes.to_stored())
+        .bind(key.meta.as_ref().map(KeyMeta::to_stored))
+        .bind(key.created_at.seconds())
+        .bind(key.expires_at.map(Timestamp::seconds))
+        .bind(key.expires_in_days)
+        .bind(max_active.map(i64::from))
+        .bind(now.seconds())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_error)?;
+    Ok(result.rows_affected() == 1)
+}
+
+#[async_trait]
+impl AccountStore for SqlStore {
+    async fn create_account(&self, account: NewAccount) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(account.tenant.id.as_str())
+            .bind(&account.tenant.name)
+            .bind(account.tenant.created_at.seconds())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let user = &account.user;
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(user.id.as_str())
+        .bind(user.tenant_id.as_str())
+        .bind(user.email.as_str())
+        .bind(user.name.as_deref())
+        .bind(&user.password_hash)
+        .bind(user.created_at.seconds())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        insert_session(&mut tx, &account.session).await?;
+        if let Some(key) = &account.api_key {
+            insert_key_row(&mut tx, key, None, user.created_at).await?;
+        }
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn find_user(&self, id: &UserId) -> StoreResult<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn find_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        row.map(|row| {
+            Ok(TenantRecord {
+                id: TenantId::from_stored(get(&row, "id")?),
+                name: get(&row, "name")?,
+                created_at: Timestamp(get(&row, "created_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn change_password(
+        &self,
+        user: &UserId,
+        password_hash: &str,
+        keep_session: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL",
+        )
+        .bind(now.seconds())
+        .bind(user.as_str())
+        .bind(keep_session.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_session(&mut tx, &session).await?;
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn find_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        sqlx::query("SELECT * FROM sessions WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn find_refresh_token(
+        &self,
+        token: &TokenHash,
+    ) -> StoreResult<Option<RefreshTokenRecord>> {
+        let row = sqlx::query(
+            "SELECT token_hash, session_id, spent_at FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(&token.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.map(|row| {
+            Ok(RefreshTokenRecord {
+                hash: hash(&row, "token_hash")?,
+                session_id: SessionId::from_stored(get(&row, "session_id")?),
+                spent_at: ts(get(&row, "spent_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        new: &TokenHash,
+        session: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET spent_at = $1 WHERE token_hash = $2 AND session_id = $3 AND spent_at IS NULL",
+        )
+        .bind(now.seconds())
+        .bind(&old.as_bytes()[..])
+        .bind(session.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if spent.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&new.as_bytes()[..])
+        .bind(session.as_str())
+        .bind(now.seconds())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn revoke_session(&self, id: &SessionId, now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now.seconds())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now.seconds())
+        .bind(user.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn insert_key(
+        &self,
+        key: NewApiKey,
+        max_active: u32,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // The count-and-insert is one statement; the owner lock makes it exact on a database
+        // whose concurrent transactions would otherwise both see the old count.
+        lock_owner(&mut tx, &key.owner).await?;
+        let inserted = insert_key_row(&mut tx, &key, Some(max_active), now).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(inserted)
+    }
+
+    async fn list_keys(
+        &self,
+        owner: &Owner,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<ApiKeyRecord>> {
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE user_id = $1 AND tenant_id = $2 \
+             AND ($3 OR revoked_at IS NULL) ORDER BY seq DESC"
+        );
+        sqlx::query(sql)
+            .bind(owner.user_id.as_str())
+            .bind(owner.tenant_id.as_str())
+            .bind(include_revoked)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn find_key(&self, owner: &Owner, id: &KeyId) -> StoreResult<Option<ApiKeyRecord>> {
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE id = $1 AND user_id = $2 AND tenant_id = $3"
+        );
+        sqlx::query(sql)
+            .bind(id.as_str())
+            .bind(owner.user_id.as_str())
+            .bind(owner.tenant_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn find_key_by_hash(&self, key_hash: &TokenHash) -> StoreResult<Option<ApiKeyRecord>> {
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE key_hash = $1"
+        );
+        sqlx::query(sql)
+            .bind(&key_hash.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn revoke_key(&self, owner: &Owner, id: &KeyId, now: Timestamp) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND user_id = $3 AND tenant_id = $4",
+        )
+        .bind(now.seconds())
+        .bind(id.as_str())
+        .bind(owner.user_id.as_str())
+        .bind(owner.tenant_id.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn rotate_key(
+        &self,
+        old: &KeyId,
+        new: NewApiKey,
+        old_expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let ended = sqlx::query(
+            "UPDATE api_keys SET \
+               revoked_at = CASE WHEN $1 IS NULL THEN $2 ELSE revoked_at END, \
+               expires_at = COALESCE($1, expires_at) \
+             WHERE id = $3 AND user_id = $4 AND tenant_id = $5 \
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(old_expires_at.map(Timestamp::seconds))
+        .bind(now.seconds())
+        .bind(old.as_str())
+        .bind(new.owner.user_id.as_str())
+        .bind(new.owner.tenant_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if ended.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_key_row(&mut tx, &new, None, now).await?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn touch_keys(&self, uses: &[(KeyId, Timestamp)]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for (id, at) in uses {
+            // The database, not each instance's memory, keeps the once-a-minute promise: two
+            // instances noting the same first use write it once.
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at <= $1 - $3)",
+            )
+            .bind(at.seconds())
+            .bind(id.as_str())
+            .bind(keyward_core::LAST_USED_RESOLUTION_SECONDS)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        }
+        tx.commit().await.map_err(map_error)
+    }
+}
+
+#[async_trait]
+impl SigningKeyStore for SqlStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query("SELECT kid, private_key, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(SigningKeyRecord {
+                    kid: get(row, "kid")?,
+                    private_key: get(row, "private_key")?,
+                    public_key: get(row, "public_key")?,
+                    created_at: Timestamp(get(row, "created_at")?),
+                    retired_at: ts(get(row, "retired_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, key: SigningKeyRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, private_key, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.private_key)
+        .bind(&key.public_key)
+        .bind(key.created_at.seconds())
+        .bind(key.retired_at.map(Timestamp::seconds))
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
