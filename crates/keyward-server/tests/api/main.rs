@@ -41,6 +41,9 @@ macro_rules! suite {
         mod client {
             include!("client.rs");
         }
+        mod instances {
+            include!("instances.rs");
+        }
         mod keys {
             include!("keys.rs");
         }
@@ -57,6 +60,11 @@ mod sqlite {
 #[cfg(keyward_postgres_tests)]
 mod postgres {
     suite!(Postgres);
+
+    /// Connection faults need a server whose connections can be cut: PostgreSQL only.
+    mod faults {
+        include!("faults.rs");
+    }
 }
 
 #[cfg(not(keyward_postgres_tests))]
