@@ -175,3 +175,95 @@ fn help_explains_the_commands() {
         assert!(text.contains(flag), "{text}");
     }
 }
+
+#[test]
+fn migrate_applies_the_schema_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = keyward()
+        .current_dir(dir.path())
+        .args(["migrate", "--database-url", "sqlite://fresh.db"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("sqlite://fresh.db is migrated"), "{stdout}");
+    assert!(dir.path().join("fresh.db").exists());
+    // Running it again is a no-op that still succeeds.
+    let again = keyward()
+        .current_dir(dir.path())
+        .args(["migrate", "--database-url", "sqlite://fresh.db"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+}
+
+#[test]
+fn migrate_on_postgres_through_the_environment() {
+    let Ok(admin_url) = std::env::var("KEYWARD_TEST_POSTGRES_URL") else {
+        eprintln!("PostgreSQL part skipped: KEYWARD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    // A throwaway database beside the admin one, made and dropped with psql.
+    let name = format!("keyward_cli_{}", std::process::id());
+    let url = match admin_url.rsplit_once('/') {
+        Some((root, _)) => format!("{root}/{name}"),
+        None => panic!("KEYWARD_TEST_POSTGRES_URL has no database part: {admin_url}"),
+    };
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args([admin_url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .status()
+            .expect("psql")
+    };
+    assert!(psql(&format!("CREATE DATABASE {name}")).success());
+    let output = keyward()
+        .args(["migrate"])
+        .env("KEYWARD_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let tables = Command::new("psql")
+        .args([url.as_str(), "-Atc", "SELECT count(*) FROM api_keys"])
+        .output()
+        .expect("psql");
+    assert!(psql(&format!("DROP DATABASE {name} WITH (FORCE)")).success());
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("is migrated"), "{stdout}");
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "0",
+        "api_keys exists and is empty"
+    );
+}
+
+#[test]
+fn an_unreachable_database_fails_fast_with_a_clear_message() {
+    let started = Instant::now();
+    let output = keyward()
+        .args([
+            "migrate",
+            "--database-url",
+            "postgres://keyward@127.0.0.1:1/keyward",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("127.0.0.1:1") && stderr.contains("unavailable"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
