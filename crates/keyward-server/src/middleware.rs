@@ -1,7 +1,7 @@
 //! The request middleware: request id, tracing span, access log, metrics, and the problem+json
 //! body of every error (only here is the request id known for certain).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -13,7 +13,9 @@ use keyward_proto::{ErrorCode, Problem};
 use rand::distributions::{Alphanumeric, DistString};
 use tracing::Instrument;
 
-use crate::error::ProblemParts;
+use axum::response::IntoResponse;
+
+use crate::error::{ApiError, ProblemParts};
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -50,7 +52,23 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .unwrap_or_else(|| "unmatched".to_owned());
     // The path, never the query string: a credential mistakenly put in a URL stays out of logs.
     let span = tracing::info_span!("request", request_id = %id, %method, %route, path = %request.uri().path());
-    let response = next.run(request).instrument(span.clone()).await;
+    let deadline = request_deadline(&state);
+    let response =
+        match tokio::time::timeout(deadline, next.run(request).instrument(span.clone())).await {
+            Ok(response) => response,
+            Err(_) => span.in_scope(|| {
+                ApiError {
+                    cause: Some(format!(
+                        "no answer within {deadline:?}: the database went silent"
+                    )),
+                    ..ApiError::new(
+                        ErrorCode::Unavailable,
+                        "The database did not answer in time; try again shortly.",
+                    )
+                }
+                .into_response()
+            }),
+        };
     let mut response = finish(response, &id);
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -68,6 +86,14 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// The longest a request may take. Every request's slow part is the database, which is bounded
+/// by waiting for a connection plus running a statement; past both (and a margin for password
+/// hashing), the database has gone silent without closing the connection, which no driver
+/// timeout catches, so the request is cut and answered 503 `unavailable` rather than hanging.
+fn request_deadline(state: &AppState) -> Duration {
+    state.config.pool.connect_timeout + state.config.pool.statement_timeout + Duration::from_secs(2)
 }
 
 /// Writes the problem body of an [`crate::error::ApiError`]; any other error response without a
