@@ -36,18 +36,48 @@ impl SqlStore {
             // SQLite has no statement timeout; the wait for the write lock is its equivalent.
             .busy_timeout(settings.statement_timeout)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.connect_timeout)
-            .connect_with(options)
+        // Turning a new database to WAL needs an exclusive lock that `busy_timeout` does not wait
+        // for: instances opening one new file at once retry while it is busy.
+        let deadline = std::time::Instant::now() + settings.statement_timeout;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(settings.connect_timeout)
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(StoreError::Unavailable(format!("opening {url}: {e}"))),
+            }
+        };
+        // sqlx takes no lock on SQLite: instances starting on one new file would each see no
+        // migration applied and apply it twice. Holding the write lock (waited for with
+        // `busy_timeout`) from before the check makes them take turns.
+        let mut tx = pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::Unavailable(format!("opening {url}: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("migrating {url}: {e}")))?;
         MIGRATOR
-            .run(&pool)
+            .run(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Other(format!("migrating {url}: {e}")))?;
+        tx.commit()
             .await
             .map_err(|e| StoreError::Other(format!("migrating {url}: {e}")))?;
         Ok(Self { pool })
     }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
+fn is_busy(error: &sqlx::Error) -> bool {
+    let code = match error {
+        sqlx::Error::Database(db) => db.code().and_then(|code| code.parse::<i32>().ok()),
+        _ => None,
+    };
+    code.is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// SQLite serializes writers: a transaction that writes holds the database's one write lock, so
