@@ -58,8 +58,9 @@ pub struct TokenSigner {
     audience: String,
     ttl_seconds: i64,
     keys: RwLock<Arc<KeySet>>,
-    /// `None` until the first reload, which is therefore never delayed.
-    last_reload: std::sync::Mutex<Option<Instant>>,
+    /// `None` until the first reload, which is therefore never delayed. Held across a reload, so
+    /// that requests carrying the same new `kid` meanwhile wait for it instead of being refused.
+    last_reload: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl TokenSigner {
@@ -86,7 +87,7 @@ impl TokenSigner {
             audience,
             ttl_seconds,
             keys: RwLock::new(Arc::new(keys)),
-            last_reload: std::sync::Mutex::new(None),
+            last_reload: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -145,7 +146,7 @@ impl TokenSigner {
         let kid = header.kid.ok_or(AuthFailure::InvalidToken)?;
         let mut keys = self.key_set();
         if !keys.decoding.contains_key(&kid) {
-            keys = self.reload_for_unknown_kid().await;
+            keys = self.reload_for_unknown_kid(&kid).await;
         }
         let key = keys.decoding.get(&kid).ok_or(AuthFailure::InvalidToken)?;
 
@@ -172,35 +173,37 @@ impl TokenSigner {
         Ok(claims)
     }
 
-    async fn reload_for_unknown_kid(&self) -> Arc<KeySet> {
+    async fn reload_for_unknown_kid(&self, kid: &str) -> Arc<KeySet> {
+        let mut last = self.last_reload.lock().await;
+        // The reload we may have waited for may have brought the key.
+        let keys = self.key_set();
+        if keys.decoding.contains_key(kid) || last.is_some_and(|at| at.elapsed() < RELOAD_INTERVAL)
         {
-            let Ok(mut last) = self.last_reload.lock() else {
-                return self.key_set();
-            };
-            if last.is_some_and(|at| at.elapsed() < RELOAD_INTERVAL) {
-                return self.key_set();
-            }
-            *last = Some(Instant::now());
+            return keys;
         }
-        match self
-            .store
-            .signing_keys()
-            .await
-            .map_err(CoreError::from)
-            .and_then(|r| build_key_set(&r))
-        {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                if let Ok(mut keys) = self.keys.write() {
-                    *keys = fresh.clone();
-                }
-                fresh
-            }
+        *last = Some(Instant::now());
+        match self.load_key_set().await {
+            Ok(fresh) => fresh,
             Err(error) => {
                 tracing::warn!(%error, "reloading signing keys failed");
                 self.key_set()
             }
         }
+    }
+
+    /// Reads the key set from the store and makes it current. The server calls this
+    /// periodically, so a key another instance added appears in this instance's JWKS (for
+    /// offline verifiers) even before a token signed with it arrives here.
+    pub async fn reload(&self) -> CoreResult<()> {
+        self.load_key_set().await.map(|_| ())
+    }
+
+    async fn load_key_set(&self) -> CoreResult<Arc<KeySet>> {
+        let fresh = Arc::new(build_key_set(&self.store.signing_keys().await?)?);
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = fresh.clone();
+        }
+        Ok(fresh)
     }
 }
 

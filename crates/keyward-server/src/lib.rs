@@ -116,6 +116,10 @@ fn with_bound_address(mut config: Config, addr: SocketAddr) -> Config {
     config
 }
 
+/// How often each instance rereads the signing keys, so its JWKS lists keys other instances
+/// added within this time.
+const SIGNING_KEY_RELOAD_SECONDS: u64 = 30;
+
 /// A server running in the background (for tests and embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -157,12 +161,20 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let keys = state.keys.clone();
+    let accounts = state.accounts.clone();
     let flusher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut seconds: u64 = 0;
         loop {
             tick.tick().await;
             if let Err(error) = keys.flush_last_used().await {
                 tracing::warn!(%error, "writing last_used_at failed; will retry");
+            }
+            seconds += 1;
+            if seconds % SIGNING_KEY_RELOAD_SECONDS == 0 {
+                if let Err(error) = accounts.signer().reload().await {
+                    tracing::warn!(%error, "reloading signing keys failed; will retry");
+                }
             }
         }
     });
