@@ -171,7 +171,7 @@ async fn serve(
                 tracing::warn!(%error, "writing last_used_at failed; will retry");
             }
             seconds += 1;
-            if seconds % SIGNING_KEY_RELOAD_SECONDS == 0 {
+            if seconds.is_multiple_of(SIGNING_KEY_RELOAD_SECONDS) {
                 if let Err(error) = accounts.signer().reload().await {
                     tracing::warn!(%error, "reloading signing keys failed; will retry");
                 }
