@@ -33,6 +33,9 @@ pub enum CoreError {
     EmailTaken,
     #[error("active key limit reached")]
     KeyLimitReached,
+    /// Too many attempts; try again after this many seconds.
+    #[error("rate limited")]
+    RateLimited { retry_after_seconds: u64 },
     #[error("validation failed")]
     Validation(Vec<FieldError>),
     #[error("store unavailable")]

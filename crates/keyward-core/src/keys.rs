@@ -117,6 +117,10 @@ impl KeyService {
         }
     }
 
+    pub fn max_per_user(&self) -> u32 {
+        self.settings.max_per_user
+    }
+
     pub fn format(&self) -> &KeyFormat {
         &self.settings.format
     }

@@ -6,12 +6,14 @@
 //! - [`KeyFormat`]: generation and offline checking (prefix, alphabet, length, CRC32) of API keys.
 //! - [`PasswordHasher`]: argon2id off the async runtime with bounded concurrency.
 //! - [`TokenSigner`]: EdDSA access tokens and the JWKS.
-//! - The services, [`AccountService`] and [`KeyService`], over the [`store`] traits that
+//! - The services, [`AccountService`], [`KeyService`] and [`DeviceService`] (the RFC 8628
+//!   device grant, with its parsed [`UserCode`]), over the [`store`] traits that
 //!   `keyward-store` implements for each database.
 //! - [`Clock`]: every "now" comes from here, so tests move time instead of sleeping.
 
 mod accounts;
 mod clock;
+mod device;
 mod error;
 mod hashing;
 mod ids;
@@ -26,13 +28,17 @@ pub use accounts::{
     AccountService, Authenticated, IssuedTokens, RegisterInput, Registered, SessionConfig,
 };
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
+pub use device::{
+    DeviceAuthorization, DevicePollError, DeviceService, DeviceSettings, UserCode, DEVICE_KEY_NAME,
+    FAILED_APPROVALS_WINDOW_SECONDS, MAX_FAILED_APPROVALS, SLOW_DOWN_SECONDS, USER_CODE_ALPHABET,
+};
 pub use error::{AuthFailure, CoreError, CoreResult};
 pub use hashing::{sha256, PasswordHasher, PasswordHasherConfig, TokenHash};
 pub use ids::{KeyId, SessionId, TenantId, UserId};
 pub use jwt::{AccessClaims, TokenSigner};
 pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
 pub use keys::{KeyService, KeySettings, NewKeyInput, Verification, LAST_USED_RESOLUTION_SECONDS};
-pub use secret::{AccessToken, ApiKeySecret, Password, RefreshToken};
+pub use secret::{AccessToken, ApiKeySecret, DeviceCode, Password, RefreshToken};
 pub use validate::{
     Description, Email, ExpiresInDays, KeyMeta, KeyName, Scope, Scopes, TenantName, UserName,
 };

@@ -40,6 +40,11 @@ secret_type!(
     /// An opaque refresh token: `kwr_` and 43 base62 characters (~256 bits).
     RefreshToken
 );
+secret_type!(
+    /// The device code of the device authorization grant: `kwd_` and 43 base62 characters
+    /// (~256 bits), stored only as its SHA-256.
+    DeviceCode
+);
 
 impl Password {
     /// A password presented at login: not checked against the rules, only hashed and compared.
@@ -64,6 +69,19 @@ impl ApiKeySecret {
 
 impl AccessToken {
     pub fn new(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl DeviceCode {
+    pub fn generate() -> Self {
+        Self(format!(
+            "kwd_{}",
+            Alphanumeric.sample_string(&mut rand::thread_rng(), 43)
+        ))
+    }
+
+    pub fn presented(value: String) -> Self {
         Self(value)
     }
 }

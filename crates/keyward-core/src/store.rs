@@ -205,6 +205,95 @@ pub trait KeyStore: Send + Sync {
     async fn touch_keys(&self, uses: &[(KeyId, Timestamp)]) -> StoreResult<()>;
 }
 
+/// A device authorization (RFC 8628) as first stored.
+#[derive(Debug, Clone)]
+pub struct NewDeviceCode {
+    pub device_code_hash: TokenHash,
+    /// Normalised: 8 characters, no dash.
+    pub user_code: String,
+    pub client_name: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub interval_seconds: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceCodeRecord {
+    pub user_code: String,
+    pub client_name: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub interval_seconds: i64,
+    pub last_polled_at: Option<Timestamp>,
+    /// Who approved it, when approved.
+    pub approved_by: Option<Owner>,
+    pub approved_at: Option<Timestamp>,
+    pub denied_at: Option<Timestamp>,
+    pub redeemed_at: Option<Timestamp>,
+}
+
+/// What a redemption did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redemption {
+    /// The code is now redeemed and the key stored, in one transaction.
+    Redeemed,
+    /// The code was not an approved, unexpired, unredeemed one (another poll won the race).
+    NotRedeemable,
+    /// The approving user is at the key limit; nothing changed.
+    KeyLimitReached,
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Conflict when the user code is taken (the caller draws another). Also deletes codes that
+    /// expired over `forget_after_seconds` ago.
+    async fn insert_device_code(
+        &self,
+        code: NewDeviceCode,
+        forget_after_seconds: i64,
+    ) -> StoreResult<()>;
+    async fn find_device_code(&self, hash: &TokenHash) -> StoreResult<Option<DeviceCodeRecord>>;
+    /// Notes a poll at `now`. `true` when it came at least the code's interval after the last
+    /// one (or is the first); else `false`, and the interval grows by `slow_down_seconds`.
+    /// Decided by the database, so it holds across instances.
+    async fn record_device_poll(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        slow_down_seconds: i64,
+    ) -> StoreResult<bool>;
+    /// Approves (`Some(owner)`) or denies (`None`) the pending, unexpired code `user_code`.
+    /// `false` when there is no such code (unknown, expired or already decided).
+    async fn decide_device_code(
+        &self,
+        user_code: &str,
+        approver: Option<&Owner>,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Marks the approved code redeemed and inserts `key` (within `max_active`), atomically: of
+    /// two racing redemptions exactly one gets [`Redemption::Redeemed`].
+    async fn redeem_device_code(
+        &self,
+        hash: &TokenHash,
+        key: NewApiKey,
+        max_active: u32,
+        now: Timestamp,
+    ) -> StoreResult<Redemption>;
+    /// Failed approvals of `user` at or after `since`: how many, and the oldest.
+    async fn device_approval_failures(
+        &self,
+        user: &UserId,
+        since: Timestamp,
+    ) -> StoreResult<(u32, Option<Timestamp>)>;
+    /// Records a failed approval, and forgets the user's failures before `forget_before`.
+    async fn record_device_approval_failure(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> StoreResult<()>;
+}
+
 #[async_trait]
 pub trait SigningKeyStore: Send + Sync {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
@@ -214,7 +303,7 @@ pub trait SigningKeyStore: Send + Sync {
 /// Everything a Keyward server needs from its database.
 #[async_trait]
 pub trait Store:
-    AccountStore + SessionStore + KeyStore + SigningKeyStore + Send + Sync + 'static
+    AccountStore + SessionStore + KeyStore + DeviceStore + SigningKeyStore + Send + Sync + 'static
 {
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

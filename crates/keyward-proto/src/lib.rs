@@ -13,7 +13,12 @@ use utoipa::ToSchema;
 
 pub mod paths;
 
+mod device;
 mod error;
+pub use device::{
+    DeviceApproveRequest, DeviceCodeRequest, DeviceCodeResponse, DeviceTokenRequest,
+    DeviceTokenResponse, OAuthError, DEVICE_CODE_GRANT_TYPE,
+};
 pub use error::{ErrorCode, FieldError, Problem};
 
 /// A string that must never be printed: passwords, API keys, access and refresh tokens.

@@ -6,6 +6,9 @@ pub const REFRESH: &str = "/v1/auth/refresh";
 pub const LOGOUT: &str = "/v1/auth/logout";
 pub const ME: &str = "/v1/auth/me";
 pub const PASSWORD: &str = "/v1/auth/password";
+pub const DEVICE_CODE: &str = "/v1/auth/device/code";
+pub const DEVICE_TOKEN: &str = "/v1/auth/device/token";
+pub const DEVICE_APPROVE: &str = "/v1/auth/device/approve";
 pub const KEYS: &str = "/v1/keys";
 /// `axum` path syntax; clients substitute `{id}`.
 pub const KEY: &str = "/v1/keys/{id}";

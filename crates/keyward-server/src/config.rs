@@ -27,6 +27,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub keys: KeySettings,
     pub sessions: SessionSettings,
+    pub device: DeviceSettings,
     pub limits: LimitSettings,
 }
 
@@ -71,6 +72,25 @@ pub struct SessionSettings {
     pub audience: String,
 }
 
+/// The device authorization grant (RFC 8628) of `keyward login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSettings {
+    /// Lifetime of a device code and its user code.
+    pub code_ttl_seconds: i64,
+    /// Seconds a client waits between polls (each `slow_down` adds 5 for that code).
+    pub interval_seconds: i64,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        Self {
+            code_ttl_seconds: 600,
+            interval_seconds: 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
@@ -89,6 +109,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             keys: KeySettings::default(),
             sessions: SessionSettings::default(),
+            device: DeviceSettings::default(),
             limits: LimitSettings::default(),
         }
     }
@@ -291,7 +312,7 @@ impl Config {
             settings.keys.checksum,
         )
         .map_err(|e| ConfigError(e.to_string()))?;
-        let ranges: [(&str, i64, i64, i64); 8] = [
+        let ranges: [(&str, i64, i64, i64); 10] = [
             (
                 "database.max_connections",
                 i64::from(settings.database.max_connections),
@@ -319,7 +340,8 @@ impl Config {
             (
                 "sessions.access_token_ttl_seconds",
                 settings.sessions.access_token_ttl_seconds,
-                60,
+                // 1 s lets the end-to-end tests see a token expire without waiting a minute.
+                1,
                 86_400,
             ),
             (
@@ -333,6 +355,18 @@ impl Config {
                 settings.sessions.refresh_reuse_grace_seconds,
                 0,
                 3600,
+            ),
+            (
+                "device.code_ttl_seconds",
+                settings.device.code_ttl_seconds,
+                60,
+                86_400,
+            ),
+            (
+                "device.interval_seconds",
+                settings.device.interval_seconds,
+                1,
+                60,
             ),
             (
                 "limits.body_bytes",
@@ -436,6 +470,8 @@ mod tests {
         assert_eq!(config.public_url, "http://127.0.0.1:7777");
         assert_eq!(config.key_format, KeyFormat::default());
         assert_eq!(config.settings.sessions.access_token_ttl_seconds, 900);
+        assert_eq!(config.settings.device.code_ttl_seconds, 600);
+        assert_eq!(config.settings.device.interval_seconds, 5);
     }
 
     #[test]
@@ -475,7 +511,7 @@ mod tests {
         assert!(err.contains("keys.length"), "{err}");
         let err = load("listen = \"nowhere\"\n", &[]).unwrap_err().to_string();
         assert!(err.starts_with("listen"), "{err}");
-        let err = load("[sessions]\naccess_token_ttl_seconds = 5\n", &[])
+        let err = load("[sessions]\naccess_token_ttl_seconds = 0\n", &[])
             .unwrap_err()
             .to_string();
         assert!(
@@ -486,6 +522,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("keys.alphabet"), "{err}");
+        let err = load("[device]\ninterval_seconds = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("device.interval_seconds"), "{err}");
     }
 
     #[test]
@@ -512,6 +552,8 @@ mod tests {
             "public_url",
             "keys.length",
             "sessions.audience",
+            "device.code_ttl_seconds",
+            "device.interval_seconds",
             "limits.body_bytes",
         ] {
             assert!(names.contains(name), "{name}");

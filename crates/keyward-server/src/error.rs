@@ -16,6 +16,8 @@ pub struct ApiError {
     pub cause: Option<String>,
     /// For 401: whether a credential was presented (and refused).
     pub credential_presented: bool,
+    /// For 429: the `Retry-After` header, in seconds.
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// What the middleware needs to write the body: carried as a response extension.
@@ -34,6 +36,7 @@ impl ApiError {
             errors: None,
             cause: None,
             credential_presented: false,
+            retry_after_seconds: None,
         }
     }
 
@@ -125,6 +128,15 @@ impl From<CoreError> for ApiError {
                 ErrorCode::KeyLimitReached,
                 "You have reached the maximum number of active API keys; revoke one first.",
             ),
+            CoreError::RateLimited {
+                retry_after_seconds,
+            } => Self {
+                retry_after_seconds: Some(retry_after_seconds),
+                ..Self::new(
+                    ErrorCode::RateLimited,
+                    "Too many attempts; try again after the Retry-After delay.",
+                )
+            },
             CoreError::Validation(errors) => Self::validation(errors),
             CoreError::Unavailable(cause) => Self {
                 cause: Some(cause.to_string()),
@@ -161,6 +173,11 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response.extensions_mut().insert(ProblemParts {
             code: self.code,
             detail: self.detail,
@@ -171,3 +188,8 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Marks an error response whose body a handler wrote itself in another standard format (the
+/// RFC 6749 errors of the device token endpoint): the middleware leaves it as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnErrorBody;

@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use keyward_core::{
-    AccountService, Clock, KeyService, KeySettings, PasswordHasher, PasswordHasherConfig,
-    SessionConfig, TokenSigner,
+    AccountService, Clock, DeviceService, DeviceSettings, KeyService, KeySettings, PasswordHasher,
+    PasswordHasherConfig, SessionConfig, TokenSigner,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -41,6 +41,7 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.config.settings.limits.body_bytes;
     Router::new()
         .merge(routes::auth::router())
+        .merge(routes::device::router())
         .merge(routes::keys::router())
         .merge(routes::service::router())
         .fallback(routes::service::not_found)
@@ -82,6 +83,16 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
             max_per_user: settings.keys.max_per_user,
         },
     ));
+    let device = Arc::new(DeviceService::new(
+        store.clone(),
+        clock.clone(),
+        keys.clone(),
+        DeviceSettings {
+            code_ttl_seconds: settings.device.code_ttl_seconds,
+            interval_seconds: settings.device.interval_seconds,
+            verification_uri: format!("{}/console/device", config.public_url),
+        },
+    ));
     let mut hasher_config = PasswordHasherConfig::default();
     if let Some(concurrency) = settings.limits.password_hash_concurrency {
         hasher_config.max_concurrent = concurrency;
@@ -101,6 +112,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
     Ok(AppState {
         accounts,
         keys,
+        device,
         store,
         metrics: Arc::new(metrics::Metrics::new()),
         config: Arc::new(config),
@@ -171,7 +183,8 @@ async fn serve(
                 tracing::warn!(%error, "writing last_used_at failed; will retry");
             }
             seconds += 1;
-            if seconds.is_multiple_of(SIGNING_KEY_RELOAD_SECONDS) {
+            if seconds == SIGNING_KEY_RELOAD_SECONDS {
+                seconds = 0;
                 if let Err(error) = accounts.signer().reload().await {
                     tracing::warn!(%error, "reloading signing keys failed; will retry");
                 }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use axum::response::IntoResponse;
 
-use crate::error::{ApiError, ProblemParts};
+use crate::error::{ApiError, OwnErrorBody, ProblemParts};
 use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -104,10 +104,11 @@ fn finish(response: Response, request_id: &str) -> Response {
     let parts = match parts {
         Some(parts) => parts,
         None if status.is_client_error() || status.is_server_error() => {
-            let is_ours = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
-                v.as_bytes().starts_with(b"application/problem+json")
-                    || v.as_bytes().starts_with(b"text/html")
-            });
+            let is_ours = response.extensions().get::<OwnErrorBody>().is_some()
+                || response.headers().get(CONTENT_TYPE).is_some_and(|v| {
+                    v.as_bytes().starts_with(b"application/problem+json")
+                        || v.as_bytes().starts_with(b"text/html")
+                });
             if is_ours {
                 return response;
             }

@@ -4,18 +4,19 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, keys, service};
+use crate::routes::{auth, device, keys, service};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Keyward", description = "Authentication for API platforms: API keys, sessions, tenants."),
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::tenant,
+        device::device_code, device::device_token, device::approve,
         keys::create, keys::list, keys::get_one, keys::revoke, keys::rotate, keys::verify,
         service::healthz, service::readyz, service::metrics, service::openapi, service::jwks,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "keys"), (name = "service"))
+    tags((name = "auth"), (name = "device"), (name = "keys"), (name = "service"))
 )]
 struct ApiDoc;
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use keyward_core::store::Store;
-use keyward_core::{AccountService, KeyService};
+use keyward_core::{AccountService, DeviceService, KeyService};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub accounts: Arc<AccountService>,
     pub keys: Arc<KeyService>,
+    pub device: Arc<DeviceService>,
     /// Only for `/readyz`'s ping.
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,

@@ -122,6 +122,38 @@ async fn full_flow_logs_no_secret(backend: Backend, captured: &Captured) {
         .expect_problem(401, "missing_credentials");
     secrets.push("kw_inthequerystring".to_owned());
 
+    // A device login: the device code (JSON and form polls) and the key it yields.
+    let codes = app
+        .post("/v1/auth/device/code", Auth::None, json!({}))
+        .await
+        .expect(200)
+        .clone();
+    let device_code = codes["device_code"].as_str().unwrap().to_owned();
+    secrets.push(device_code.clone());
+    let poll = json!({"device_code": device_code});
+    app.post("/v1/auth/device/token", Auth::None, poll.clone())
+        .await
+        .expect(400);
+    app.post(
+        "/v1/auth/device/approve",
+        Auth::Bearer(&account.access_token),
+        json!({"user_code": codes["user_code"], "approve": true}),
+    )
+    .await
+    .expect(204);
+    let form = app
+        .http
+        .post(app.url("/v1/auth/device/token"))
+        .form(&[("device_code", device_code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let granted = TestApp::read(form).await;
+    secrets.push(granted.expect(200)["api_key"].as_str().unwrap().to_owned());
+    app.post("/v1/auth/device/token", Auth::None, poll)
+        .await
+        .expect(400);
+
     let new_password = "a different long passphrase";
     secrets.push(new_password.to_owned());
     app.post(

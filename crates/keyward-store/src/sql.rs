@@ -6,9 +6,9 @@
 
 use async_trait::async_trait;
 use keyward_core::store::{
-    AccountStore, ApiKeyRecord, KeyStore, NewAccount, NewApiKey, NewSession, Owner,
-    RefreshTokenRecord, SessionRecord, SessionStore, SigningKeyRecord, SigningKeyStore, Store,
-    StoreError, StoreResult, TenantRecord, UserRecord,
+    AccountStore, ApiKeyRecord, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount, NewApiKey,
+    NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore,
+    SigningKeyRecord, SigningKeyStore, Store, StoreError, StoreResult, TenantRecord, UserRecord,
 };
 use keyward_core::{
     Description, Email, KeyId, KeyMeta, KeyName, Scopes, SessionId, TenantId, Timestamp, TokenHash,
@@ -488,6 +488,214 @@ impl KeyStore for SqlStore {
             .map_err(map_error)?;
         }
         tx.commit().await.map_err(map_error)
+    }
+}
+
+fn device_code_from_row(row: &DbRow) -> StoreResult<DeviceCodeRecord> {
+    let user_id: Option<String> = get(row, "user_id")?;
+    let tenant_id: Option<String> = get(row, "tenant_id")?;
+    let approved_at = ts(get(row, "approved_at")?);
+    Ok(DeviceCodeRecord {
+        user_code: get(row, "user_code")?,
+        client_name: get(row, "client_name")?,
+        created_at: Timestamp(get(row, "created_at")?),
+        expires_at: Timestamp(get(row, "expires_at")?),
+        interval_seconds: get(row, "interval_seconds")?,
+        last_polled_at: ts(get(row, "last_polled_at")?),
+        approved_by: match (approved_at, user_id, tenant_id) {
+            (Some(_), Some(user_id), Some(tenant_id)) => Some(Owner {
+                user_id: UserId::from_stored(user_id),
+                tenant_id: TenantId::from_stored(tenant_id),
+            }),
+            _ => None,
+        },
+        approved_at,
+        denied_at: ts(get(row, "denied_at")?),
+        redeemed_at: ts(get(row, "redeemed_at")?),
+    })
+}
+
+#[async_trait]
+impl DeviceStore for SqlStore {
+    async fn insert_device_code(
+        &self,
+        code: NewDeviceCode,
+        forget_after_seconds: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM device_codes WHERE expires_at <= $1")
+            .bind(code.created_at.seconds() - forget_after_seconds)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        sqlx::query(
+            "INSERT INTO device_codes (device_code_hash, user_code, client_name, created_at, expires_at, interval_seconds) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&code.device_code_hash.as_bytes()[..])
+        .bind(&code.user_code)
+        .bind(code.client_name.as_deref())
+        .bind(code.created_at.seconds())
+        .bind(code.expires_at.seconds())
+        .bind(code.interval_seconds)
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn find_device_code(&self, hash: &TokenHash) -> StoreResult<Option<DeviceCodeRecord>> {
+        sqlx::query(
+            "SELECT user_code, client_name, created_at, expires_at, interval_seconds, last_polled_at, \
+             user_id, tenant_id, approved_at, denied_at, redeemed_at \
+             FROM device_codes WHERE device_code_hash = $1",
+        )
+        .bind(&hash.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(device_code_from_row)
+        .transpose()
+    }
+
+    async fn record_device_poll(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        slow_down_seconds: i64,
+    ) -> StoreResult<bool> {
+        // Each statement is atomic: of two polls racing past the interval, the second sees the
+        // first's `last_polled_at` (PostgreSQL re-checks the condition on the locked row).
+        let on_time = sqlx::query(
+            "UPDATE device_codes SET last_polled_at = $1 WHERE device_code_hash = $2 \
+             AND (last_polled_at IS NULL OR last_polled_at <= $1 - interval_seconds)",
+        )
+        .bind(now.seconds())
+        .bind(&hash.as_bytes()[..])
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        if on_time.rows_affected() == 1 {
+            return Ok(true);
+        }
+        sqlx::query(
+            "UPDATE device_codes SET last_polled_at = $1, interval_seconds = interval_seconds + $2 \
+             WHERE device_code_hash = $3",
+        )
+        .bind(now.seconds())
+        .bind(slow_down_seconds)
+        .bind(&hash.as_bytes()[..])
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(false)
+    }
+
+    async fn decide_device_code(
+        &self,
+        user_code: &str,
+        approver: Option<&Owner>,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let result = match approver {
+            Some(owner) => sqlx::query(
+                "UPDATE device_codes SET approved_at = $1, user_id = $2, tenant_id = $3 \
+                 WHERE user_code = $4 AND expires_at > $1 AND approved_at IS NULL AND denied_at IS NULL",
+            )
+            .bind(now.seconds())
+            .bind(owner.user_id.as_str())
+            .bind(owner.tenant_id.as_str())
+            .bind(user_code)
+            .execute(&self.pool)
+            .await,
+            None => sqlx::query(
+                "UPDATE device_codes SET denied_at = $1 \
+                 WHERE user_code = $2 AND expires_at > $1 AND approved_at IS NULL AND denied_at IS NULL",
+            )
+            .bind(now.seconds())
+            .bind(user_code)
+            .execute(&self.pool)
+            .await,
+        }
+        .map_err(map_error)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn redeem_device_code(
+        &self,
+        hash: &TokenHash,
+        key: NewApiKey,
+        max_active: u32,
+        now: Timestamp,
+    ) -> StoreResult<Redemption> {
+        // The write comes first: it takes SQLite's write lock, and on PostgreSQL it locks the
+        // row, so a racing redemption waits, re-checks `redeemed_at IS NULL` and changes nothing.
+        let mut tx = self.begin().await?;
+        let redeemed = sqlx::query(
+            "UPDATE device_codes SET redeemed_at = $1, key_id = $2 \
+             WHERE device_code_hash = $3 AND approved_at IS NOT NULL AND denied_at IS NULL \
+             AND redeemed_at IS NULL AND expires_at > $1 AND user_id = $4 AND tenant_id = $5",
+        )
+        .bind(now.seconds())
+        .bind(key.id.as_str())
+        .bind(&hash.as_bytes()[..])
+        .bind(key.owner.user_id.as_str())
+        .bind(key.owner.tenant_id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        if redeemed.rows_affected() != 1 {
+            return Ok(Redemption::NotRedeemable);
+        }
+        lock_owner(&mut tx, &key.owner).await?;
+        if !insert_key_row(&mut tx, &key, Some(max_active), now).await? {
+            // Dropping the transaction rolls the redemption back: the code stays approved.
+            return Ok(Redemption::KeyLimitReached);
+        }
+        tx.commit().await.map_err(map_error)?;
+        Ok(Redemption::Redeemed)
+    }
+
+    async fn device_approval_failures(
+        &self,
+        user: &UserId,
+        since: Timestamp,
+    ) -> StoreResult<(u32, Option<Timestamp>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS failures, MIN(failed_at) AS oldest FROM device_approval_failures \
+             WHERE user_id = $1 AND failed_at >= $2",
+        )
+        .bind(user.as_str())
+        .bind(since.seconds())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_error)?;
+        let failures: i64 = get(&row, "failures")?;
+        Ok((
+            u32::try_from(failures).unwrap_or(u32::MAX),
+            ts(get(&row, "oldest")?),
+        ))
+    }
+
+    async fn record_device_approval_failure(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO device_approval_failures (user_id, failed_at) VALUES ($1, $2)")
+            .bind(user.as_str())
+            .bind(now.seconds())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        sqlx::query("DELETE FROM device_approval_failures WHERE user_id = $1 AND failed_at < $2")
+            .bind(user.as_str())
+            .bind(forget_before.seconds())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 }
 

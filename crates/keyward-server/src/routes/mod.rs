@@ -1,6 +1,7 @@
 //! The HTTP API, one module per resource, each exposing its `router()`.
 
 pub mod auth;
+pub mod device;
 pub mod keys;
 pub mod service;
 

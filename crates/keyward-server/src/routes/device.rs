@@ -1,0 +1,189 @@
+//! `/v1/auth/device/*`: the device authorization grant (RFC 8628) behind `keyward login`
+//! (SPEC §4).
+//!
+//! The code and token endpoints take JSON or form bodies, as OAuth clients send forms. The
+//! token endpoint alone answers its errors in the RFC 6749 §5.2 format (`{"error": …}`, 400,
+//! `application/json`), so OAuth client libraries can poll it; a failure of ours (the database
+//! down) is still a problem+json 5xx.
+
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use keyward_core::{DeviceCode, UserCode};
+use keyward_proto::{
+    paths, DeviceApproveRequest, DeviceCodeRequest, DeviceCodeResponse, DeviceTokenRequest,
+    DeviceTokenResponse, ErrorCode, OAuthError, Problem, Secret, DEVICE_CODE_GRANT_TYPE,
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ApiResult, OwnErrorBody};
+use crate::extract::{parse_json, ApiJson, SessionCaller};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(paths::DEVICE_CODE, post(device_code))
+        .route(paths::DEVICE_TOKEN, post(device_token))
+        .route(paths::DEVICE_APPROVE, post(approve))
+}
+
+/// Start a device login: a secret device code for the client, a short user code for the person.
+#[utoipa::path(post, path = "/v1/auth/device/code", tag = "device",
+    request_body(description = "optional; JSON or form",
+        content((DeviceCodeRequest = "application/json"), (DeviceCodeRequest = "application/x-www-form-urlencoded"))),
+    responses((status = 200, body = DeviceCodeResponse), (status = 400, body = Problem),
+              (status = 422, description = "client_name invalid", body = Problem)))]
+pub async fn device_code(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let body: DeviceCodeRequest = form_or_json(request, &state).await?;
+    let started = state.device.start(body.client_name).await?;
+    let response = DeviceCodeResponse {
+        device_code: Secret::new(started.device_code.expose()),
+        user_code: started.user_code.display(),
+        verification_uri: started.verification_uri,
+        verification_uri_complete: started.verification_uri_complete,
+        expires_in: started.expires_in.max(0) as u64,
+        interval: started.interval.max(0) as u64,
+    };
+    Ok(([(CACHE_CONTROL, "no-store")], Json(response)).into_response())
+}
+
+/// Poll for the key. Errors are RFC 6749 §5.2 JSON: `authorization_pending`, `slow_down`,
+/// `access_denied` (also when the approving user is at the key limit), `expired_token`
+/// (expired or unknown), `invalid_grant` (already redeemed), `invalid_request`,
+/// `unsupported_grant_type`.
+#[utoipa::path(post, path = "/v1/auth/device/token", tag = "device",
+    request_body(description = "form or JSON",
+        content((DeviceTokenRequest = "application/x-www-form-urlencoded"), (DeviceTokenRequest = "application/json"))),
+    responses((status = 200, body = DeviceTokenResponse),
+              (status = 400, description = "RFC 6749 §5.2 error (application/json)", body = OAuthError)))]
+pub async fn device_token(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+    let body: DeviceTokenRequest = match form_or_json(request, &state).await {
+        Ok(body) => body,
+        Err(error) => return Ok(oauth_error("invalid_request", error.detail)),
+    };
+    if body
+        .grant_type
+        .as_deref()
+        .is_some_and(|grant| grant != DEVICE_CODE_GRANT_TYPE)
+    {
+        return Ok(oauth_error(
+            "unsupported_grant_type",
+            format!("grant_type must be {DEVICE_CODE_GRANT_TYPE}"),
+        ));
+    }
+    let Some(code) = body.device_code.filter(|code| !code.expose().is_empty()) else {
+        return Ok(oauth_error("invalid_request", "device_code is required"));
+    };
+    match state
+        .device
+        .poll(&DeviceCode::presented(code.into_inner()))
+        .await?
+    {
+        Ok((key, secret)) => Ok((
+            [(CACHE_CONTROL, "no-store")],
+            Json(DeviceTokenResponse {
+                api_key: Secret::new(secret.expose()),
+                key_id: key.id.to_string(),
+                token_type: "api_key".into(),
+            }),
+        )
+            .into_response()),
+        Err(refusal) => Ok(oauth_error(refusal.code(), refusal.description())),
+    }
+}
+
+/// Approve (or deny) a device login as the signed-in user; the minted key will be theirs.
+/// Unknown, expired and already decided codes are 404; after 10 such failures in 10 minutes a
+/// user gets 429 `rate_limited` until the oldest ages out.
+#[utoipa::path(post, path = "/v1/auth/device/approve", tag = "device", request_body = DeviceApproveRequest,
+    responses((status = 204), (status = 401, body = Problem), (status = 403, description = "session_required", body = Problem),
+              (status = 404, description = "unknown, expired or already decided code", body = Problem),
+              (status = 422, body = Problem), (status = 429, description = "rate_limited, with Retry-After", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn approve(
+    State(state): State<AppState>,
+    SessionCaller(session): SessionCaller,
+    ApiJson(request): ApiJson<DeviceApproveRequest>,
+) -> ApiResult<StatusCode> {
+    let user_code =
+        UserCode::parse(&request.user_code).map_err(|m| ApiError::field("user_code", m))?;
+    state
+        .device
+        .decide(&session, &user_code, request.approve)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn oauth_error(error: &str, description: impl Into<String>) -> Response {
+    let mut response = (
+        StatusCode::BAD_REQUEST,
+        [(CACHE_CONTROL, "no-store")],
+        Json(OAuthError {
+            error: error.to_owned(),
+            error_description: Some(description.into()),
+        }),
+    )
+        .into_response();
+    response.extensions_mut().insert(OwnErrorBody);
+    response
+}
+
+/// A body sent as `application/x-www-form-urlencoded` or as JSON; an empty one is the default.
+async fn form_or_json<T: DeserializeOwned + Default>(
+    request: Request,
+    state: &AppState,
+) -> ApiResult<T> {
+    match media_type(request.headers()).as_deref() {
+        Some("application/x-www-form-urlencoded") => Form::<T>::from_request(request, state)
+            .await
+            .map(|Form(body)| body)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        "The request body is over the size limit.",
+                    )
+                } else {
+                    ApiError::bad_request(format!(
+                        "The form body could not be read: {}",
+                        rejection.body_text()
+                    ))
+                }
+            }),
+        json => {
+            let is_json = json == Some("application/json");
+            let bytes = axum::body::Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::new(
+                            ErrorCode::PayloadTooLarge,
+                            "The request body is over the size limit.",
+                        )
+                    } else {
+                        ApiError::bad_request("The request body could not be read.")
+                    }
+                })?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                Ok(T::default())
+            } else if is_json {
+                parse_json(&bytes)
+            } else {
+                Err(ApiError::bad_request(
+                    "Send the body as JSON (application/json) or as a form (application/x-www-form-urlencoded).",
+                ))
+            }
+        }
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|mime| mime.trim().to_ascii_lowercase())
+}
