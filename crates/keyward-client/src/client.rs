@@ -1,19 +1,23 @@
 //! [`Client`] and its [`ClientBuilder`].
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use keyward_proto::{
-    paths, CreateKeyRequest, CreatedKey, ErrorCode, KeyList, KeyView, LoginRequest, LogoutRequest,
-    MeResponse, PasswordChangeRequest, RefreshRequest, RegisterRequest, RegisterResponse,
-    RotateKeyRequest, Secret, TenantView, TokenPair, VerifyRequest, VerifyResponse,
+    paths, CreateKeyRequest, CreatedKey, DeviceApproveRequest, DeviceCodeRequest,
+    DeviceCodeResponse, DeviceTokenRequest, DeviceTokenResponse, ErrorCode, KeyList, KeyView,
+    LoginRequest, LogoutRequest, MeResponse, PasswordChangeRequest, RefreshRequest,
+    RegisterRequest, RegisterResponse, RotateKeyRequest, Secret, TenantView, TokenPair,
+    VerifyRequest, VerifyResponse,
 };
 use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::credentials::{Bearer, Credentials};
+use crate::credentials::{Bearer, Credentials, CredentialsFile};
+use crate::device::DevicePoll;
 use crate::error::{Error, Result};
 
 /// Where [`Client::from_env`] connects when `KEYWARD_URL` is unset: `keyward serve`'s default.
@@ -24,7 +28,8 @@ pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:7777";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const REQUEST_ID_HEADER: &str = "x-request-id";
-const USER_AGENT: &str = concat!("keyward-client/", env!("CARGO_PKG_VERSION"));
+/// The `User-Agent` a client sends unless [`ClientBuilder::user_agent`] says otherwise.
+pub const DEFAULT_USER_AGENT: &str = concat!("keyward-rust/", env!("CARGO_PKG_VERSION"));
 
 /// A client of one Keyward server.
 ///
@@ -46,6 +51,8 @@ struct Inner {
     /// spend the refresh token once: spending it twice would answer `invalid_token` to the
     /// second, and outside the server's grace window revoke the session.
     refresh_turn: tokio::sync::Mutex<()>,
+    /// Where the credentials are written whenever a login, refresh or logout changes them.
+    persist: Option<PathBuf>,
 }
 
 /// Configures a [`Client`]; made by [`Client::builder`] or [`ClientBuilder::from_env`].
@@ -54,6 +61,8 @@ pub struct ClientBuilder {
     base_url: String,
     timeout: Duration,
     credentials: Credentials,
+    user_agent: String,
+    persist: Option<PathBuf>,
 }
 
 impl ClientBuilder {
@@ -65,22 +74,68 @@ impl ClientBuilder {
             base_url: base_url.into(),
             timeout: DEFAULT_TIMEOUT,
             credentials: Credentials::default(),
+            user_agent: DEFAULT_USER_AGENT.into(),
+            persist: None,
         }
     }
 
-    /// A builder from the environment: `KEYWARD_URL` (else [`DEFAULT_BASE_URL`]) and
-    /// `KEYWARD_API_KEY` (else no credentials). Empty values count as unset.
-    pub fn from_env() -> Self {
+    /// A builder from the environment and the credentials file
+    /// ([`CredentialsFile::default_path`]), in this order of precedence:
+    ///
+    /// - URL: `KEYWARD_URL`, else the file's `url`, else [`DEFAULT_BASE_URL`];
+    /// - credentials: `KEYWARD_API_KEY` (the file's credentials are then ignored), else the
+    ///   file's, but only when the file's `url` is the URL in use: credentials issued by one
+    ///   server are never sent to another.
+    ///
+    /// Empty variables count as unset; a missing file means no credentials. Fails on a file
+    /// that cannot be read or parsed. The file is not written back unless
+    /// [`persist`](Self::persist) says so.
+    pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let mut builder = Self::new(set("KEYWARD_URL").unwrap_or_else(|| DEFAULT_BASE_URL.into()));
+        let path = CredentialsFile::path_from(|name| set(name).map(PathBuf::from));
+        let file = match &path {
+            Some(path) => CredentialsFile::load(path)?,
+            None => None,
+        };
+        let url = set("KEYWARD_URL")
+            .map(|url| url.trim().to_owned())
+            .or_else(|| file.as_ref().and_then(|file| file.url.clone()))
+            .unwrap_or_else(|| DEFAULT_BASE_URL.into());
+        let mut builder = Self::new(url.clone());
         if let Some(key) = set("KEYWARD_API_KEY") {
             builder = builder.api_key(key.trim());
+        } else if let Some(file) = file.filter(|file| file.is_for(&url)) {
+            builder = builder.credentials(file.credentials());
         }
-        builder
+        Ok(builder)
+    }
+
+    /// Replace the base URL.
+    pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = base_url.into();
+        self
+    }
+
+    /// The `User-Agent` header (default [`DEFAULT_USER_AGENT`]); programs built on this crate
+    /// name themselves here, e.g. `keyward-cli/0.1.0`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// Keep the credentials file at `path` up to date: whenever a login, registration,
+    /// refresh (including the automatic one after `token_expired`) or logout changes the
+    /// credentials, the client writes them there with its base URL (mode 0600, atomically).
+    /// Without this, a refreshed token pair lives only in memory, and the refresh token in the
+    /// file is spent. When another process sharing the file refreshed first (so this client's
+    /// refresh is refused), the client takes the pair that process saved and retries.
+    pub fn persist(mut self, path: impl Into<PathBuf>) -> Self {
+        self.persist = Some(path.into());
+        self
     }
 
     /// The longest a request may take, from connecting to the end of the body.
@@ -125,7 +180,7 @@ impl ClientBuilder {
         let base_url = parse_base_url(&self.base_url)?;
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
-            .user_agent(USER_AGENT)
+            .user_agent(self.user_agent)
             // The API never redirects; following one would send the credential elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
@@ -136,6 +191,7 @@ impl ClientBuilder {
                 timeout: self.timeout,
                 credentials: RwLock::new(self.credentials),
                 refresh_turn: tokio::sync::Mutex::new(()),
+                persist: self.persist,
             }),
         })
     }
@@ -172,10 +228,30 @@ impl Client {
         ClientBuilder::new(base_url)
     }
 
-    /// A client configured from `KEYWARD_URL` and `KEYWARD_API_KEY`; see
-    /// [`ClientBuilder::from_env`].
+    /// A client configured from `KEYWARD_URL`, `KEYWARD_API_KEY` and the credentials file;
+    /// see [`ClientBuilder::from_env`].
     pub fn from_env() -> Result<Self> {
-        ClientBuilder::from_env().build()
+        ClientBuilder::from_env()?.build()
+    }
+
+    /// The file the client keeps its credentials in, if it was built with
+    /// [`ClientBuilder::persist`].
+    pub fn persist_path(&self) -> Option<&Path> {
+        self.inner.persist.as_deref()
+    }
+
+    /// Writes the credentials file now, if the client persists.
+    pub fn save_credentials(&self) -> Result<()> {
+        let Some(path) = &self.inner.persist else {
+            return Ok(());
+        };
+        let url = self
+            .inner
+            .base_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        CredentialsFile::new(Some(url), self.credentials()).save(path)
     }
 
     /// The server's base URL.
@@ -203,6 +279,7 @@ impl Client {
             .call(Method::POST, url, Some(&request), Auth::None)
             .await?;
         self.write_credentials().store_tokens(&response.tokens);
+        self.save_credentials()?;
         Ok(response)
     }
 
@@ -218,6 +295,7 @@ impl Client {
             .call(Method::POST, url, Some(&request), Auth::None)
             .await?;
         self.write_credentials().store_tokens(&tokens);
+        self.save_credentials()?;
         Ok(tokens)
     }
 
@@ -238,10 +316,12 @@ impl Client {
         let request = LogoutRequest { all: Some(all) };
         self.call_no_content(Method::POST, url, Some(&request))
             .await?;
-        let mut credentials = self.write_credentials();
-        credentials.access_token = None;
-        credentials.refresh_token = None;
-        Ok(())
+        {
+            let mut credentials = self.write_credentials();
+            credentials.access_token = None;
+            credentials.refresh_token = None;
+        }
+        self.save_credentials()
     }
 
     /// `GET /v1/auth/me`: who the credentials belong to, and how they authenticate. Also the
@@ -337,6 +417,64 @@ impl Client {
             .await
     }
 
+    // ------------------------------------------------------------ device authorization
+
+    /// `POST /v1/auth/device/code`: start a device login (RFC 8628). Show the user
+    /// `user_code` and `verification_uri`, then poll [`device_token`](Self::device_token)
+    /// every `interval` seconds.
+    pub async fn device_code(&self, client_name: Option<&str>) -> Result<DeviceCodeResponse> {
+        let url = self.url(paths::DEVICE_CODE, None)?;
+        let request = DeviceCodeRequest {
+            client_name: client_name.map(str::to_owned),
+        };
+        self.call(Method::POST, url, Some(&request), Auth::None)
+            .await
+    }
+
+    /// `POST /v1/auth/device/token`: one poll. The OAuth answers of RFC 8628 §3.5 are
+    /// [`DevicePoll`] values, not errors; an `Err` is a failure to ask (network, a problem
+    /// body such as `rate_limited`).
+    pub async fn device_token(&self, device_code: &Secret) -> Result<DevicePoll> {
+        let url = self.url(paths::DEVICE_TOKEN, None)?;
+        let body = DeviceTokenRequest {
+            device_code: Some(device_code.clone()),
+            grant_type: Some(keyward_proto::DEVICE_CODE_GRANT_TYPE.to_owned()),
+        };
+        let response = self
+            .inner
+            .http
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            let key: DeviceTokenResponse = decode(response).await?;
+            return Ok(DevicePoll::Approved(key));
+        }
+        let request_id = header_request_id(&response);
+        let bytes = response.bytes().await?;
+        if status == 400 {
+            if let Some(poll) = DevicePoll::from_oauth_error(&bytes) {
+                return Ok(poll);
+            }
+        }
+        Err(Error::from_response(status, request_id, &bytes))
+    }
+
+    /// `POST /v1/auth/device/approve` (session): approve or deny the device showing
+    /// `user_code`. An unknown or expired code is `not_found`.
+    pub async fn approve_device(&self, user_code: &str, approve: bool) -> Result<()> {
+        let url = self.url(paths::DEVICE_APPROVE, None)?;
+        let request = DeviceApproveRequest {
+            user_code: user_code.to_owned(),
+            approve,
+        };
+        self.call_no_content(Method::POST, url, Some(&request))
+            .await
+    }
+
     // ------------------------------------------------------------ plumbing
 
     /// `path` (one of [`paths`]) under the base URL, `{id}` replaced by `id` as one
@@ -408,7 +546,7 @@ impl Client {
         };
         match result {
             Err(error) if error.has_code(ErrorCode::TokenExpired) => {
-                if !self.recover_from_expiry(&sent).await {
+                if !self.recover_from_expiry(&sent).await? {
                     return Err(error);
                 }
                 let bearer = self.read_credentials().bearer();
@@ -419,15 +557,45 @@ impl Client {
     }
 
     /// After `sent` was refused as expired: makes sure the client holds a newer access token.
-    /// Returns whether a retry is worth it.
-    async fn recover_from_expiry(&self, sent: &Secret) -> bool {
+    /// Returns whether a retry is worth it. The one error it returns is a failure to write
+    /// the refreshed pair to the credentials file: the old refresh token is spent, so hiding
+    /// that would lose the session at the next run.
+    async fn recover_from_expiry(&self, sent: &Secret) -> Result<bool> {
         let _turn = self.inner.refresh_turn.lock().await;
         let current = self.read_credentials().access_token.clone();
         if current.as_ref() != Some(sent) {
             // A clone refreshed (or logged out) while this request was in flight.
-            return current.is_some();
+            return Ok(current.is_some());
         }
-        self.refresh_in_turn().await.is_ok()
+        match self.refresh_in_turn().await {
+            Ok(_) => Ok(true),
+            Err(error @ (Error::CredentialsFile { .. } | Error::CorruptCredentialsFile { .. })) => {
+                Err(error)
+            }
+            Err(_) => Ok(self.adopt_persisted(sent)),
+        }
+    }
+
+    /// After a failed refresh: when another process sharing the credentials file (a second
+    /// `keyward` command, say) refreshed first, our refresh token was spent and the file
+    /// holds the live pair. Takes it and says whether a retry is worth it.
+    fn adopt_persisted(&self, sent: &Secret) -> bool {
+        let Some(path) = &self.inner.persist else {
+            return false;
+        };
+        let Ok(Some(file)) = CredentialsFile::load(path) else {
+            return false;
+        };
+        if !file.is_for(self.inner.base_url.as_str()) {
+            return false;
+        }
+        match &file.access_token {
+            Some(token) if token != sent => {
+                self.set_credentials(file.credentials());
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The refresh itself; the caller holds `refresh_turn`.
@@ -444,6 +612,7 @@ impl Client {
             .await?;
         let tokens: TokenPair = decode(response).await?;
         self.write_credentials().store_tokens(&tokens);
+        self.save_credentials()?;
         Ok(tokens)
     }
 
@@ -587,7 +756,8 @@ mod tests {
             "KEYWARD_URL" => Some("https://auth.example.com".into()),
             "KEYWARD_API_KEY" => Some("kw_fromenv".into()),
             _ => None,
-        });
+        })
+        .unwrap();
         let client = builder.build().unwrap();
         assert_eq!(client.base_url().as_str(), "https://auth.example.com/");
         assert_eq!(
@@ -601,11 +771,138 @@ mod tests {
     fn from_env_defaults_to_the_local_server_without_credentials() {
         for value in [None, Some(String::new())] {
             let client = ClientBuilder::from_lookup(|_| value.clone())
+                .unwrap()
                 .build()
                 .unwrap();
             assert_eq!(client.base_url().as_str(), "http://127.0.0.1:7777/");
             assert_eq!(client.credentials(), Credentials::default());
         }
+    }
+
+    fn with_file(
+        file: &CredentialsFile,
+        vars: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<ClientBuilder>) {
+        let dir = tempfile::tempdir().unwrap();
+        file.save(&dir.path().join("credentials.json")).unwrap();
+        let config_dir = dir.path().to_string_lossy().into_owned();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain([("KEYWARD_CONFIG_DIR".to_owned(), config_dir)])
+            .collect();
+        let builder = ClientBuilder::from_lookup(|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        });
+        (dir, builder)
+    }
+
+    fn session_file(url: &str) -> CredentialsFile {
+        CredentialsFile {
+            url: Some(url.into()),
+            api_key: None,
+            access_token: Some(Secret::new("a.b.c")),
+            refresh_token: Some(Secret::new("refresh")),
+        }
+    }
+
+    #[test]
+    fn from_env_reads_the_credentials_file() {
+        let (_dir, builder) = with_file(&session_file("http://auth.example.com"), &[]);
+        let client = builder.unwrap().build().unwrap();
+        assert_eq!(client.base_url().as_str(), "http://auth.example.com/");
+        assert_eq!(
+            client.credentials(),
+            session_file("x").credentials(),
+            "the file's tokens"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let (_dir, builder) = with_file(
+            &session_file("http://auth.example.com"),
+            &[("KEYWARD_API_KEY", "kw_env")],
+        );
+        let credentials = builder.unwrap().build().unwrap().credentials();
+        assert_eq!(
+            credentials.api_key.as_ref().map(Secret::expose),
+            Some("kw_env")
+        );
+        assert_eq!(
+            credentials.access_token, None,
+            "the file's session is ignored"
+        );
+
+        // The same server written differently still gets the file's credentials.
+        let (_dir, builder) = with_file(
+            &session_file("http://auth.example.com"),
+            &[("KEYWARD_URL", "http://auth.example.com/")],
+        );
+        assert!(builder
+            .unwrap()
+            .build()
+            .unwrap()
+            .credentials()
+            .access_token
+            .is_some());
+
+        // Another server never sees them.
+        let (_dir, builder) = with_file(
+            &session_file("http://auth.example.com"),
+            &[("KEYWARD_URL", "http://other.example.com")],
+        );
+        let client = builder.unwrap().build().unwrap();
+        assert_eq!(client.base_url().as_str(), "http://other.example.com/");
+        assert_eq!(client.credentials(), Credentials::default());
+    }
+
+    #[test]
+    fn a_corrupt_file_fails_from_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("credentials.json"), "{oops").unwrap();
+        let config_dir = dir.path().to_string_lossy().into_owned();
+        let error = ClientBuilder::from_lookup(|name| {
+            (name == "KEYWARD_CONFIG_DIR").then(|| config_dir.clone())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(error, Error::CorruptCredentialsFile { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_names_the_url() {
+        // Port 9 (discard) on localhost: nothing listens there in a test environment.
+        let client = Client::builder("http://127.0.0.1:9")
+            .api_key("kw_x")
+            .build()
+            .unwrap();
+        let error = client.me().await.unwrap_err();
+        assert!(matches!(error, Error::Transport(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("request to http://127.0.0.1:9/v1/auth/me failed"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_names_the_url() {
+        // A listener that never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", silent.local_addr().unwrap());
+        let client = Client::builder(&base)
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let message = client.tenant().await.unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("request to {base}/v1/tenant failed: ")),
+            "{message}"
+        );
+        assert!(message.contains("timed out"), "{message}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! [`Error`]: everything a call can fail with.
 
+use std::error::Error as _;
 use std::fmt;
+use std::path::PathBuf;
 
 use keyward_proto::{ErrorCode, FieldError};
 use serde::Deserialize;
@@ -30,8 +32,9 @@ pub enum Error {
         /// The invalid fields of a 422 `validation_failed`; empty otherwise.
         errors: Vec<FieldError>,
     },
-    /// The request did not complete: connection refused, timeout, TLS…
-    #[error("request failed: {0}")]
+    /// The request did not complete: connection refused, timeout, TLS… The message names
+    /// the URL that failed.
+    #[error("{}", TransportMessage(.0))]
     Transport(#[from] reqwest::Error),
     /// The server answered, but not with the JSON this crate expected (e.g. an HTML error page
     /// from a proxy in front of Keyward).
@@ -57,6 +60,27 @@ pub enum Error {
     /// it would otherwise address another route.
     #[error("invalid key id {0:?}")]
     InvalidKeyId(String),
+    /// The credentials file could not be read or written.
+    #[error("cannot use the credentials file {}: {source}", path.display())]
+    CredentialsFile {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credentials file is not the JSON it should be.
+    #[error(
+        "the credentials file {} is corrupt ({source}): delete it, then run `keyward login`",
+        path.display()
+    )]
+    CorruptCredentialsFile {
+        /// The file.
+        path: PathBuf,
+        /// What serde found wrong.
+        #[source]
+        source: serde_json::Error,
+    },
     /// [`Client::refresh`](crate::Client::refresh) was called on a client that holds no
     /// refresh token.
     #[error("the client holds no refresh token: register or log in first")]
@@ -132,6 +156,31 @@ struct ProblemBody {
     request_id: Option<String>,
     #[serde(default)]
     errors: Option<Vec<FieldError>>,
+}
+
+/// `request to <url> failed: <what reqwest says>: <its deepest cause>`: reqwest's own message
+/// ("error sending request") hides the useful part in its source chain.
+struct TransportMessage<'a>(&'a reqwest::Error);
+
+impl fmt::Display for TransportMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let error = self.0;
+        match error.url() {
+            Some(url) => write!(f, "request to {url} failed")?,
+            None => f.write_str("request failed")?,
+        }
+        let mut cause = error.source();
+        let mut deepest = None;
+        while let Some(inner) = cause {
+            deepest = Some(inner);
+            cause = inner.source();
+        }
+        match deepest {
+            Some(deepest) => write!(f, ": {deepest}"),
+            None if error.is_timeout() => f.write_str(": timed out"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// ` [request req_…]`, or nothing when the id is unknown.

@@ -9,6 +9,12 @@
 //!   ([`Client::builder`]) or the environment ([`Client::from_env`]).
 //! - [`Credentials`]: an API key and/or a session's token pair, shared by a client and its
 //!   clones; [`Client::credentials`] hands them out for saving.
+//! - [`CredentialsFile`]: `credentials.json` (SPEC §5) in `$KEYWARD_CONFIG_DIR`, else
+//!   `$XDG_CONFIG_HOME/keyward`, else `~/.config/keyward`; mode 0600, written atomically.
+//!   [`ClientBuilder::from_env`] reads it; [`ClientBuilder::persist`] keeps it up to date,
+//!   including after an automatic refresh.
+//! - The device login of RFC 8628: [`Client::device_code`], [`Client::device_token`]
+//!   ([`DevicePoll`]) and [`Client::approve_device`].
 //! - [`Error`]: an [`Error::Api`] carries the status, stable `code`, message and request id of
 //!   the server's problem body (SPEC §3).
 //!
@@ -50,16 +56,18 @@
 
 mod client;
 mod credentials;
+mod device;
 mod error;
 
-pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_TIMEOUT};
-pub use credentials::Credentials;
+pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_TIMEOUT, DEFAULT_USER_AGENT};
+pub use credentials::{Credentials, CredentialsFile, CREDENTIALS_FILE_NAME};
+pub use device::DevicePoll;
 pub use error::{Error, Result};
 
 /// The wire types, for everything this crate does not re-export by name.
 pub use keyward_proto as proto;
 pub use keyward_proto::{
-    AuthInfo, AuthMethod, CreateKeyRequest, CreatedKey, ErrorCode, FieldError, KeyStatus, KeyView,
-    MeResponse, RegisterRequest, RegisterResponse, Secret, TenantRef, TenantView, TokenPair,
-    UserView, VerifyCode, VerifyResponse,
+    AuthInfo, AuthMethod, CreateKeyRequest, CreatedKey, DeviceCodeResponse, DeviceTokenResponse,
+    ErrorCode, FieldError, KeyStatus, KeyView, MeResponse, RegisterRequest, RegisterResponse,
+    Secret, TenantRef, TenantView, TokenPair, UserView, VerifyCode, VerifyResponse,
 };

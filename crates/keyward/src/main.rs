@@ -1,5 +1,10 @@
-//! `keyward`: one binary for the server and (later) the CLI. Glue only: parsing arguments and
-//! calling into `keyward-server`.
+//! `keyward`: one binary for the server and the CLI. Glue only: `serve` and `migrate` call
+//! into `keyward-server`; the client commands in [`cli`] call into `keyward-client`.
+//!
+//! Exit codes: 0 success, 1 a failed command (an API error, an unreachable server, not logged
+//! in), 2 a usage error or a bad server setting.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +21,17 @@ use keyward_server::{Config, Overrides};
     long_about = "Keyward gives the customers of an API platform API keys (minted, scoped, expiring, \
                   stored as hashes, revoked on the next request) and email+password sessions with \
                   JWT access tokens and rotating refresh tokens.\n\n\
-                  Start a server with `keyward serve`; it creates ./keyward.db on first start."
+                  Start a server with `keyward serve`; it creates ./keyward.db on first start. \
+                  Then use it from the command line: `keyward login`, `keyward keys create NAME`.",
+    after_help = "Examples:\n  \
+        keyward serve                              # http://127.0.0.1:7777 on ./keyward.db\n  \
+        keyward login --url https://auth.example.com\n  \
+        keyward keys create ci --scope read\n  \
+        keyward keys list --json\n\n\
+        Client commands read KEYWARD_URL, KEYWARD_API_KEY (overrides the stored credentials, \
+        for CI) and KEYWARD_CONFIG_DIR (where credentials.json lives; default \
+        $XDG_CONFIG_HOME/keyward or ~/.config/keyward).\n\
+        Exit codes: 0 ok, 1 the command failed, 2 usage error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +63,29 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Log in and store the credentials: in a browser (device flow) by default, with a
+    /// password with --email, or by storing KEYWARD_API_KEY when it is set
+    #[command(after_help = "Examples:\n  \
+        keyward login --url https://auth.example.com     # prints a code to approve in a browser\n  \
+        keyward login --email ada@example.com            # asks for the password\n  \
+        echo \"$PASSWORD\" | keyward login --email ada@example.com\n  \
+        KEYWARD_API_KEY=kw_… keyward login               # checks the key and stores it\n\n\
+        The credentials go to $KEYWARD_CONFIG_DIR/credentials.json (default \
+        ~/.config/keyward/credentials.json), readable by you only.")]
+    Login(cli::auth::LoginArgs),
+    /// End the stored session on the server and delete the stored credentials
+    #[command(after_help = "Example:\n  keyward logout")]
+    Logout(cli::auth::LogoutArgs),
+    /// Show who the credentials belong to: email, tenant and how they authenticate
+    #[command(after_help = "Examples:\n  keyward whoami\n  keyward whoami --json")]
+    Whoami(cli::auth::WhoamiArgs),
+    /// Create, list, revoke and rotate API keys
+    #[command(after_help = "Examples:\n  \
+        keyward keys create ci --scope read --expires-in-days 90\n  \
+        keyward keys list\n  \
+        keyward keys rotate key_… --grace-period-seconds 3600\n  \
+        keyward keys revoke key_…")]
+    Keys(cli::keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +112,10 @@ fn main() -> ExitCode {
             },
             config,
         ),
+        Command::Login(args) => cli::run(cli::auth::login(args)),
+        Command::Logout(args) => cli::run(cli::auth::logout(args)),
+        Command::Whoami(args) => cli::run(cli::auth::whoami(args)),
+        Command::Keys(args) => cli::run(cli::keys::run(args)),
     }
 }
 
