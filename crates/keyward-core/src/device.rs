@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::error::{CoreError, CoreResult};
 use crate::hashing::sha256;
 use crate::keys::{record_of, KeyService, NewKeyInput};
@@ -84,6 +84,15 @@ impl UserCode {
     pub fn display(&self) -> String {
         format!("{}-{}", &self.0[..4], &self.0[4..])
     }
+}
+
+/// A device login waiting for its person, as the console's confirmation page shows it.
+#[derive(Debug, Clone)]
+pub struct PendingDevice {
+    pub user_code: UserCode,
+    /// Who asks, as the client named itself (e.g. `keyward CLI on HOST`); untrusted text.
+    pub client_name: Option<String>,
+    pub expires_at: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -281,18 +290,43 @@ impl DeviceService {
         }
     }
 
-    /// Approves or denies the pending code `user_code` as `auth`'s user. Unknown, expired and
-    /// already decided codes are all `NotFound`; each such failure counts toward the user's
-    /// limit of [`MAX_FAILED_APPROVALS`] per [`FAILED_APPROVALS_WINDOW_SECONDS`], past which
-    /// every attempt is `RateLimited`, so user codes cannot be guessed.
+    /// The pending, unexpired code `user_code`, for `auth`'s user to confirm (the console shows
+    /// its `client_name` before Approve and Deny). A lookup is a guess like an approval: unknown,
+    /// expired and already decided codes are `NotFound` and count toward the same limit, past
+    /// which it is `RateLimited`.
     #[tracing::instrument(skip_all, fields(user_id = %auth.user_id))]
-    pub async fn decide(
+    pub async fn pending(
         &self,
         auth: &Authenticated,
         user_code: &UserCode,
-        approve: bool,
-    ) -> CoreResult<()> {
+    ) -> CoreResult<PendingDevice> {
         let now = self.clock.now();
+        self.check_failed_approvals(auth, now).await?;
+        match self
+            .store
+            .find_device_code_by_user_code(user_code.normalised())
+            .await?
+        {
+            Some(code)
+                if code.expires_at > now
+                    && code.approved_at.is_none()
+                    && code.denied_at.is_none() =>
+            {
+                Ok(PendingDevice {
+                    user_code: user_code.clone(),
+                    client_name: code.client_name,
+                    expires_at: code.expires_at,
+                })
+            }
+            _ => {
+                self.record_failure(auth, now).await?;
+                Err(CoreError::NotFound)
+            }
+        }
+    }
+
+    /// `RateLimited` once the user has failed [`MAX_FAILED_APPROVALS`] times in the window.
+    async fn check_failed_approvals(&self, auth: &Authenticated, now: Timestamp) -> CoreResult<()> {
         let window_start = now.plus_seconds(-FAILED_APPROVALS_WINDOW_SECONDS);
         let (failures, oldest) = self
             .store
@@ -306,6 +340,30 @@ impl DeviceService {
                 retry_after_seconds: (free_at.seconds() - now.seconds()).max(1) as u64,
             });
         }
+        Ok(())
+    }
+
+    async fn record_failure(&self, auth: &Authenticated, now: Timestamp) -> CoreResult<()> {
+        let window_start = now.plus_seconds(-FAILED_APPROVALS_WINDOW_SECONDS);
+        self.store
+            .record_device_approval_failure(&auth.user_id, now, window_start)
+            .await?;
+        Ok(())
+    }
+
+    /// Approves or denies the pending code `user_code` as `auth`'s user. Unknown, expired and
+    /// already decided codes are all `NotFound`; each such failure counts toward the user's
+    /// limit of [`MAX_FAILED_APPROVALS`] per [`FAILED_APPROVALS_WINDOW_SECONDS`], past which
+    /// every attempt is `RateLimited`, so user codes cannot be guessed.
+    #[tracing::instrument(skip_all, fields(user_id = %auth.user_id))]
+    pub async fn decide(
+        &self,
+        auth: &Authenticated,
+        user_code: &UserCode,
+        approve: bool,
+    ) -> CoreResult<()> {
+        let now = self.clock.now();
+        self.check_failed_approvals(auth, now).await?;
         let owner = Owner {
             user_id: auth.user_id.clone(),
             tenant_id: auth.tenant_id.clone(),
@@ -317,9 +375,7 @@ impl DeviceService {
         {
             return Ok(());
         }
-        self.store
-            .record_device_approval_failure(&auth.user_id, now, window_start)
-            .await?;
+        self.record_failure(auth, now).await?;
         Err(CoreError::NotFound)
     }
 }

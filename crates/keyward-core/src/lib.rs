@@ -29,8 +29,9 @@ pub use accounts::{
 };
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use device::{
-    DeviceAuthorization, DevicePollError, DeviceService, DeviceSettings, UserCode, DEVICE_KEY_NAME,
-    FAILED_APPROVALS_WINDOW_SECONDS, MAX_FAILED_APPROVALS, SLOW_DOWN_SECONDS, USER_CODE_ALPHABET,
+    DeviceAuthorization, DevicePollError, DeviceService, DeviceSettings, PendingDevice, UserCode,
+    DEVICE_KEY_NAME, FAILED_APPROVALS_WINDOW_SECONDS, MAX_FAILED_APPROVALS, SLOW_DOWN_SECONDS,
+    USER_CODE_ALPHABET,
 };
 pub use error::{AuthFailure, CoreError, CoreResult};
 pub use hashing::{sha256, PasswordHasher, PasswordHasherConfig, TokenHash};

@@ -253,6 +253,12 @@ pub trait DeviceStore: Send + Sync {
         forget_after_seconds: i64,
     ) -> StoreResult<()>;
     async fn find_device_code(&self, hash: &TokenHash) -> StoreResult<Option<DeviceCodeRecord>>;
+    /// The code whose user code is `user_code` (normalised), whatever its state: for the
+    /// console's confirmation page, which shows who asks.
+    async fn find_device_code_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> StoreResult<Option<DeviceCodeRecord>>;
     /// Notes a poll at `now`. `true` when it came at least the code's interval after the last
     /// one (or is the first); else `false`, and the interval grows by `slow_down_seconds`.
     /// Decided by the database, so it holds across instances.

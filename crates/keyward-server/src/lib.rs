@@ -1,5 +1,6 @@
 //! The Keyward server: configuration ([`config`]), the HTTP API ([`routes`]), authentication
-//! extractors ([`extract`]), the error mapping ([`error`]) and startup ([`start`], [`run`]).
+//! extractors ([`extract`]), the error mapping ([`error`]), the web console ([`console`]) and
+//! startup ([`start`], [`run`]).
 //!
 //! [`app`] builds the one `Router` that both `keyward serve` and the tests use.
 
@@ -7,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -44,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::device::router())
         .merge(routes::keys::router())
         .merge(routes::service::router())
+        .nest("/console", console::router())
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -177,6 +177,69 @@ async fn full_flow_logs_no_secret(backend: Backend, captured: &Captured) {
     )
     .await
     .expect(204);
+
+    // The console: its session cookies (also after a server-side refresh) and CSRF tokens.
+    // Cookies go by hand: a client cookie store would log them itself at debug level.
+    let browser = &app.http;
+    let hidden = |html: &str, action: &str| {
+        let form = &html[html
+            .find(&format!(r#"<form method="post" action="{action}">"#))
+            .unwrap()..];
+        let start = form.find(r#"name="csrf" value=""#).unwrap() + 19;
+        form[start..start + 64].to_owned()
+    };
+    // `name=value` of each cookie set.
+    let cookies = |response: &reqwest::Response| -> Vec<String> {
+        response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .filter(|pair| pair.len() >= 32)
+            .map(str::to_owned)
+            .collect()
+    };
+    let secret_of = |pair: &String| pair.split_once('=').unwrap().1.to_owned();
+    let page = browser.get(app.url("/console/login")).send().await.unwrap();
+    let login_cookie = cookies(&page);
+    secrets.extend(login_cookie.iter().map(secret_of));
+    let login_csrf = hidden(&page.text().await.unwrap(), "/console/login");
+    let signed_in = browser
+        .post(app.url("/console/login"))
+        .header("cookie", login_cookie.join("; "))
+        .form(&[
+            ("email", "logs@example.com"),
+            ("password", new_password),
+            ("csrf", login_csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let session_cookies = cookies(&signed_in);
+    assert_eq!(session_cookies.len(), 2, "access and refresh cookies");
+    secrets.extend(session_cookies.iter().map(secret_of));
+    app.clock.advance(16 * 60);
+    let page = browser
+        .get(app.url("/console/device?user_code=BCDF-GHJK"))
+        .header("cookie", session_cookies.join("; "))
+        .send()
+        .await
+        .unwrap();
+    let refreshed_cookies = cookies(&page);
+    assert_eq!(refreshed_cookies.len(), 2, "refreshed on the server");
+    secrets.extend(refreshed_cookies.iter().map(secret_of));
+    let logout_csrf = hidden(&page.text().await.unwrap(), "/console/logout");
+    let signed_out = browser
+        .post(app.url("/console/logout"))
+        .header("cookie", refreshed_cookies.join("; "))
+        .form(&[("csrf", logout_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status().as_u16(), 303);
+
     app.server.unwrap().stop().await.unwrap();
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();

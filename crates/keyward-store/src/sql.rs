@@ -558,6 +558,24 @@ impl DeviceStore for SqlStore {
         .transpose()
     }
 
+    async fn find_device_code_by_user_code(
+        &self,
+        user_code: &str,
+    ) -> StoreResult<Option<DeviceCodeRecord>> {
+        sqlx::query(
+            "SELECT user_code, client_name, created_at, expires_at, interval_seconds, last_polled_at, \
+             user_id, tenant_id, approved_at, denied_at, redeemed_at \
+             FROM device_codes WHERE user_code = $1",
+        )
+        .bind(user_code)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(device_code_from_row)
+        .transpose()
+    }
+
     async fn record_device_poll(
         &self,
         hash: &TokenHash,

@@ -41,6 +41,9 @@ macro_rules! suite {
         mod client {
             include!("client.rs");
         }
+        mod console {
+            include!("console.rs");
+        }
         mod device {
             include!("device.rs");
         }

@@ -1,0 +1,181 @@
+//! The page layout every console page shares: the header, a small embedded style sheet (no
+//! external assets, no JavaScript) and the security headers of an HTML answer.
+
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, RETRY_AFTER};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use super::session::LOGOUT_PATH;
+
+const STYLE: &str = r#"
+*{box-sizing:border-box}
+body{margin:0;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f6f7f9;color:#1d2330;line-height:1.5}
+header{display:flex;align-items:center;justify-content:space-between;padding:.75rem 1.5rem;background:#1d2330;color:#fff}
+header .brand{font-weight:700;font-size:1.15rem;letter-spacing:.02em}
+header form{margin:0}
+header button{background:transparent;color:#fff;border:1px solid #6b7385;padding:.3rem .8rem}
+main{max-width:34rem;margin:2.5rem auto;padding:0 1rem}
+.card{background:#fff;border:1px solid #dfe2e8;border-radius:8px;padding:1.5rem 1.75rem;box-shadow:0 1px 2px rgba(0,0,0,.04)}
+h1{font-size:1.35rem;margin:0 0 1rem}
+label{display:block;font-weight:600;margin:.75rem 0 .25rem}
+input[type=text],input[type=email],input[type=password]{width:100%;padding:.55rem .7rem;font-size:1rem;border:1px solid #c3c8d2;border-radius:6px}
+input.code{font-family:ui-monospace,Menlo,Consolas,monospace;letter-spacing:.15em;text-transform:uppercase}
+button{font-size:1rem;padding:.5rem 1.1rem;border-radius:6px;border:1px solid #2f5bd3;background:#2f5bd3;color:#fff;cursor:pointer}
+button.secondary{background:#fff;color:#1d2330;border-color:#c3c8d2}
+.actions{display:flex;gap:.75rem;margin-top:1.25rem}
+.notice{padding:.7rem .9rem;border-radius:6px;margin:0 0 1rem}
+.error{background:#fdecec;border:1px solid #f2b8b8;color:#8a1c1c}
+.success{background:#e9f7ef;border:1px solid #a9dcbc;color:#1b5e36}
+code,.code-shown{font-family:ui-monospace,Menlo,Consolas,monospace}
+.code-shown{font-size:1.4rem;letter-spacing:.15em}
+.muted{color:#5c6477;font-size:.9rem}
+"#;
+
+/// The logout button of the header: present when signed in, with its CSRF token.
+pub struct SignedIn<'a> {
+    pub logout_csrf: &'a str,
+}
+
+/// A whole page: `title`, the header (with a logout button when signed in) and `content`.
+pub fn page(title: &str, signed_in: Option<SignedIn<'_>>, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="robots" content="noindex";
+                title { (title) " · Keyward" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    span.brand { "Keyward" }
+                    @if let Some(signed_in) = signed_in {
+                        form method="post" action=(LOGOUT_PATH) {
+                            input type="hidden" name="csrf" value=(signed_in.logout_csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main {
+                    div.card { (content) }
+                }
+            }
+        }
+    }
+}
+
+/// An HTML answer with the console's headers: never cached (pages carry CSRF tokens and
+/// codes), never framed (an Approve button under a foreign page would be clickjacking), no
+/// script, forms only to this origin, and no referrer (the URL may hold a user code).
+pub fn html(status: StatusCode, markup: Markup) -> Response {
+    let mut response = (status, markup.into_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        HeaderName::from_static("x-frame-options"),
+        HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
+
+/// A page that only says what went wrong, with a link onwards.
+pub fn message_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link: (&str, &str),
+) -> Response {
+    html(
+        status,
+        page(
+            title,
+            None,
+            html! {
+                h1 { (title) }
+                p.notice.error { (message) }
+                p { a href=(link.0) { (link.1) } }
+            },
+        ),
+    )
+}
+
+/// The 404 page of every unknown path under `/console` (SPEC §3: HTML, not problem+json).
+pub fn not_found() -> Response {
+    message_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no console page at this address.",
+        ("/console/device", "Go to device approval"),
+    )
+}
+
+/// 403 for a form whose CSRF token or origin is wrong: nothing was done.
+pub fn forbidden() -> Response {
+    message_page(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "This form was not sent from a Keyward console page, or it has expired. Nothing was changed; reload the page and try again.",
+        ("/console/device", "Back to the console"),
+    )
+}
+
+/// 400 for a form body that cannot be read.
+pub fn bad_form() -> Response {
+    message_page(
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+        "The form could not be read. Reload the page and try again.",
+        ("/console/device", "Back to the console"),
+    )
+}
+
+/// 5xx: the database is down (503) or something failed on our side (500). The cause is logged
+/// inside the request span, so the line carries the request id.
+pub fn server_error(error: keyward_core::CoreError) -> Response {
+    match error {
+        keyward_core::CoreError::Unavailable(cause) => {
+            tracing::error!(%cause, "console request failed: database unavailable");
+            message_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "The database is unreachable. Try again shortly.",
+                ("/console/device", "Try again"),
+            )
+        }
+        other => {
+            tracing::error!(cause = %other, "console request failed");
+            message_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Something went wrong on our side. Try again; if it persists, tell your administrator the time it happened.",
+                ("/console/device", "Back to the console"),
+            )
+        }
+    }
+}
+
+/// Adds `Retry-After` to a 429 answer.
+pub fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}

@@ -1,0 +1,49 @@
+//! The web console: server-rendered HTML pages under `/console` (templates in `maud`, which
+//! checks them at compile time and escapes every value). Today: sign-in, sign-out and device
+//! approval; API keys, usage and the account come next.
+//!
+//! - [`layout`]: the page every console page sits in, and the HTML answers (404, 403, 5xx);
+//! - [`session`]: the cookie session, the CSRF tokens and origin check, sign-in and sign-out;
+//! - [`device`]: `/console/device`, the `verification_uri` of the device flow.
+//!
+//! Pages call the core services directly, never the HTTP API. Every error here is an HTML
+//! page (SPEC §3), which the middleware leaves as it is.
+
+pub mod device;
+pub mod layout;
+pub mod session;
+
+use axum::response::{Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::AppState;
+
+/// The console's routes, to be nested at `/console`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/login", get(session::login_form).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/device", get(device::show).post(device::decide))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// `/console`: the only page today is device approval.
+async fn index() -> Redirect {
+    Redirect::to(device::DEVICE_PATH)
+}
+
+async fn not_found() -> Response {
+    layout::not_found()
+}
+
+async fn method_not_allowed() -> Response {
+    layout::message_page(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        "This console page does not take that kind of request.",
+        (device::DEVICE_PATH, "Go to device approval"),
+    )
+}

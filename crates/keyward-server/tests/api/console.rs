@@ -1,0 +1,809 @@
+// The web console (SPEC §2 cookie session with CSRF, §3 HTML pages under /console, §4 device
+// approval): driven over HTTP like a browser, with a cookie store and no redirect following.
+
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use serde_json::{json, Value};
+
+use super::kit::*;
+
+// ---------------------------------------------------------------- helpers
+
+const LOGIN: &str = "/console/login";
+const DEVICE: &str = "/console/device";
+const LOGOUT: &str = "/console/logout";
+const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// A browser: keeps cookies, follows no redirect.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A page, read whole.
+struct Page {
+    status: u16,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Page {
+    async fn read(response: reqwest::Response) -> Self {
+        Self {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            text: response.text().await.expect("body"),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an HTML page with `status` and returns its text.
+    fn expect_html(&self, status: u16) -> &str {
+        assert_eq!(self.status, status, "{}", self.text);
+        let content_type = self.header("content-type").unwrap_or_default();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{content_type}: {}",
+            self.text
+        );
+        assert!(self.text.starts_with("<!DOCTYPE html>"), "{}", self.text);
+        assert!(self.text.contains("Keyward"), "{}", self.text);
+        &self.text
+    }
+
+    /// Asserts a 303 and returns its `Location`.
+    fn expect_redirect(&self) -> &str {
+        assert_eq!(self.status, 303, "{}", self.text);
+        self.header("location").expect("Location")
+    }
+
+    /// The `Set-Cookie` header that sets `name`, if any.
+    fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+
+    /// The value `Set-Cookie` gives `name`.
+    fn cookie_value(&self, name: &str) -> Option<String> {
+        self.set_cookie(name).map(|header| {
+            header[name.len() + 1..]
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    }
+
+    /// The value of the hidden field `field` inside the form that posts to `action`.
+    fn form_field(&self, action: &str, field: &str) -> String {
+        let form_start = self
+            .text
+            .find(&format!(r#"<form method="post" action="{action}">"#))
+            .unwrap_or_else(|| panic!("no POST form to {action}: {}", self.text));
+        let form = &self.text[form_start..];
+        let form = &form[..form.find("</form>").expect("form end")];
+        let marker = format!(r#"name="{field}" value=""#);
+        let start = form
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {field} in {form}"))
+            + marker.len();
+        form[start..start + form[start..].find('"').expect("value end")].to_owned()
+    }
+}
+
+async fn get(app: &TestApp, browser: &reqwest::Client, path: &str) -> Page {
+    Page::read(browser.get(app.url(path)).send().await.expect("sent")).await
+}
+
+async fn post(app: &TestApp, browser: &reqwest::Client, path: &str, form: &[(&str, &str)]) -> Page {
+    Page::read(
+        browser
+            .post(app.url(path))
+            .form(form)
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await
+}
+
+/// Signs `email` in through the login page; returns the login answer (a 303).
+async fn sign_in(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    email: &str,
+    next: Option<&str>,
+) -> Page {
+    let path = match next {
+        Some(next) => format!("{LOGIN}?next={}", encode(next)),
+        None => LOGIN.to_owned(),
+    };
+    let form = get(app, browser, &path).await;
+    form.expect_html(200);
+    let csrf = form.form_field(LOGIN, "csrf");
+    let next = form.form_field(LOGIN, "next");
+    let reply = post(
+        app,
+        browser,
+        LOGIN,
+        &[
+            ("email", email),
+            ("password", PASSWORD),
+            ("csrf", &csrf),
+            ("next", &next),
+        ],
+    )
+    .await;
+    reply.expect_redirect();
+    reply
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A registered user signed in on a fresh browser.
+async fn signed_in(app: &TestApp, email: &str) -> (Account, reqwest::Client) {
+    let account = app.register(email).await;
+    let browser = browser();
+    sign_in(app, &browser, email, None).await;
+    (account, browser)
+}
+
+/// The API client's side: `POST /v1/auth/device/code`.
+async fn device_codes(app: &TestApp, client_name: &str) -> (String, String, String) {
+    let body = app
+        .post(
+            "/v1/auth/device/code",
+            Auth::None,
+            json!({"client_name": client_name}),
+        )
+        .await
+        .expect(200)
+        .clone();
+    let field = |name: &str| body[name].as_str().expect(name).to_owned();
+    (
+        field("device_code"),
+        field("user_code"),
+        field("verification_uri_complete"),
+    )
+}
+
+/// One poll of the token endpoint.
+async fn poll(app: &TestApp, device_code: &str) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/v1/auth/device/token"))
+        .form(&[("grant_type", GRANT_TYPE), ("device_code", device_code)])
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts the device code is still waiting (nothing was approved or denied).
+async fn expect_pending(app: &TestApp, device_code: &str) {
+    let (status, body) = poll(app, device_code).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "authorization_pending", "{body}");
+}
+
+/// The confirmation page of `user_code`; returns it and the device form's CSRF token.
+async fn confirmation(app: &TestApp, browser: &reqwest::Client, user_code: &str) -> (Page, String) {
+    let page = get(app, browser, &format!("{DEVICE}?user_code={user_code}")).await;
+    page.expect_html(200);
+    let csrf = page.form_field(DEVICE, "csrf");
+    (page, csrf)
+}
+
+// ---------------------------------------------------------------- sign-in
+
+#[tokio::test]
+async fn the_login_page_renders_a_form_with_a_csrf_token() {
+    let app = spawn_app().await;
+    let page = get(&app, &browser(), LOGIN).await;
+    let text = page.expect_html(200);
+    assert!(text.contains(r#"name="email""#), "{text}");
+    assert!(text.contains(r#"type="password""#), "{text}");
+    let csrf = page.form_field(LOGIN, "csrf");
+    assert_eq!(csrf.len(), 64, "{csrf}");
+    assert!(csrf.bytes().all(|b| b.is_ascii_hexdigit()), "{csrf}");
+    let cookie = page
+        .set_cookie("kw_console_login")
+        .expect("the pre-session CSRF cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "public_url is http here: {cookie}"
+    );
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert!(page.set_cookie("kw_console_access").is_none());
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_public_url_is_https() {
+    let app = spawn_app_with(|settings| {
+        settings.public_url = Some("https://auth.example.com".into());
+    })
+    .await;
+    let page = get(&app, &browser(), LOGIN).await;
+    page.expect_html(200);
+    let cookie = page.set_cookie("kw_console_login").expect("login cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // That server's origin is https://auth.example.com, so its own http origin is foreign.
+    // (The cookie is sent by hand: a cookie store keeps a Secure cookie off plain http.)
+    app.register("ada@example.com").await;
+    let csrf = page.form_field(LOGIN, "csrf");
+    let cookie = format!(
+        "kw_console_login={}",
+        page.cookie_value("kw_console_login").expect("value")
+    );
+    let form = [
+        ("email", "ada@example.com"),
+        ("password", PASSWORD),
+        ("csrf", csrf.as_str()),
+    ];
+    let send = |origin: &'static str| {
+        let mut request = app
+            .http
+            .post(app.url(LOGIN))
+            .header("cookie", cookie.as_str())
+            .form(&form);
+        if !origin.is_empty() {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let foreign = Page::read(send("http://127.0.0.1").await.expect("sent")).await;
+    foreign.expect_html(403);
+    let own = Page::read(send("https://auth.example.com").await.expect("sent")).await;
+    assert_eq!(own.expect_redirect(), DEVICE);
+    let access = own.set_cookie("kw_console_access").expect("session cookie");
+    assert!(access.contains("; Secure"), "{access}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_shows_an_error_and_sets_no_session() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let browser = browser();
+    let form = get(&app, &browser, LOGIN).await;
+    let csrf = form.form_field(LOGIN, "csrf");
+    let reply = post(
+        &app,
+        &browser,
+        LOGIN,
+        &[
+            ("email", "ada@example.com"),
+            ("password", "not the password at all"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
+    let text = reply.expect_html(401);
+    assert!(
+        text.contains("The email or password is incorrect."),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not the password at all"),
+        "the password is not echoed"
+    );
+    assert!(reply.set_cookie("kw_console_access").is_none());
+    assert!(reply.set_cookie("kw_console_refresh").is_none());
+    // Still signed out.
+    let device = get(&app, &browser, DEVICE).await;
+    assert!(device.expect_redirect().starts_with(LOGIN));
+}
+
+#[tokio::test]
+async fn login_sets_httponly_session_cookies_and_opens_the_console() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let browser = browser();
+    let reply = sign_in(&app, &browser, "ada@example.com", None).await;
+    assert_eq!(reply.expect_redirect(), DEVICE);
+    for name in ["kw_console_access", "kw_console_refresh"] {
+        let cookie = reply
+            .set_cookie(name)
+            .unwrap_or_else(|| panic!("{name} set"));
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/console"] {
+            assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+        }
+    }
+    assert!(reply
+        .cookie_value("kw_console_refresh")
+        .is_some_and(|v| v.starts_with("kwr_")));
+    let page = get(&app, &browser, DEVICE).await;
+    let text = page.expect_html(200);
+    assert!(text.contains(r#"name="user_code""#), "{text}");
+    assert!(text.contains("Sign out"), "{text}");
+}
+
+#[tokio::test]
+async fn the_login_form_needs_its_csrf_token_and_a_same_origin() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let browser = browser();
+    // No login cookie, no token.
+    let reply = post(
+        &app,
+        &browser,
+        LOGIN,
+        &[("email", "ada@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    reply.expect_html(403);
+    assert!(reply.set_cookie("kw_console_access").is_none());
+    // The cookie but a wrong token.
+    get(&app, &browser, LOGIN).await.expect_html(200);
+    let reply = post(
+        &app,
+        &browser,
+        LOGIN,
+        &[
+            ("email", "ada@example.com"),
+            ("password", PASSWORD),
+            ("csrf", &"0".repeat(64)),
+        ],
+    )
+    .await;
+    reply.expect_html(403);
+    assert!(reply.set_cookie("kw_console_access").is_none());
+    // The right token from a foreign origin.
+    let csrf = get(&app, &browser, LOGIN).await.form_field(LOGIN, "csrf");
+    let reply = Page::read(
+        browser
+            .post(app.url(LOGIN))
+            .header("origin", "https://evil.example")
+            .form(&[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    reply.expect_html(403);
+    assert!(reply.set_cookie("kw_console_access").is_none());
+    // Same token, own origin: accepted (so the refusals above were about the token and origin).
+    let reply = Page::read(
+        browser
+            .post(app.url(LOGIN))
+            .header("origin", app.base_url.as_str())
+            .form(&[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(reply.expect_redirect(), DEVICE);
+    assert!(reply.set_cookie("kw_console_access").is_some());
+}
+
+#[tokio::test]
+async fn next_is_followed_only_within_the_console() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    for evil in [
+        "https://evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "/v1/auth/me",
+    ] {
+        let reply = sign_in(&app, &browser(), "ada@example.com", Some(evil)).await;
+        assert_eq!(reply.expect_redirect(), DEVICE, "next={evil}");
+    }
+    let reply = sign_in(
+        &app,
+        &browser(),
+        "ada@example.com",
+        Some("/console/device?user_code=BCDF-GHJK"),
+    )
+    .await;
+    assert_eq!(
+        reply.expect_redirect(),
+        "/console/device?user_code=BCDF-GHJK"
+    );
+}
+
+// ---------------------------------------------------------------- device approval
+
+#[tokio::test]
+async fn a_device_login_is_approved_through_the_page() {
+    let app = spawn_app().await;
+    let account = app.register("ada@example.com").await;
+    let (device_code, user_code, complete) = device_codes(&app, "keyward CLI on laptop").await;
+    let path = complete
+        .strip_prefix(&app.base_url)
+        .expect("verification_uri_complete on this server")
+        .to_owned();
+    // Signed out: the page sends the person to sign in, and back afterwards.
+    let browser = browser();
+    let first = get(&app, &browser, &path).await;
+    let login = first.expect_redirect().to_owned();
+    assert!(login.starts_with(&format!("{LOGIN}?next=")), "{login}");
+    let form = get(&app, &browser, &login).await;
+    form.expect_html(200);
+    assert_eq!(form.form_field(LOGIN, "next"), path);
+    let reply = post(
+        &app,
+        &browser,
+        LOGIN,
+        &[
+            ("email", "ada@example.com"),
+            ("password", PASSWORD),
+            ("csrf", &form.form_field(LOGIN, "csrf")),
+            ("next", &form.form_field(LOGIN, "next")),
+        ],
+    )
+    .await;
+    assert_eq!(reply.expect_redirect(), path);
+    // The confirmation names the client and the code.
+    let (page, csrf) = confirmation(&app, &browser, &user_code).await;
+    assert!(page.text.contains("keyward CLI on laptop"), "{}", page.text);
+    assert!(page.text.contains(&user_code), "{}", page.text);
+    assert!(page.text.contains(r#"value="approve""#), "{}", page.text);
+    assert!(page.text.contains(r#"value="deny""#), "{}", page.text);
+    expect_pending(&app, &device_code).await;
+    app.clock.advance(5);
+    // Approve.
+    let done = post(
+        &app,
+        &browser,
+        DEVICE,
+        &[
+            ("user_code", user_code.as_str()),
+            ("decision", "approve"),
+            ("csrf", csrf.as_str()),
+        ],
+    )
+    .await;
+    let text = done.expect_html(200);
+    assert!(text.contains("Device approved"), "{text}");
+    assert!(text.contains("Return to your terminal"), "{text}");
+    // The CLI's next poll gets a key owned by the approving user.
+    let (status, body) = poll(&app, &device_code).await;
+    assert_eq!(status, 200, "{body}");
+    let key = body["api_key"].as_str().expect("api_key");
+    assert!(key.starts_with("kw_"), "{key}");
+    let me = app.get("/v1/auth/me", Auth::ApiKey(key)).await;
+    assert_eq!(me.expect(200)["user"]["id"], account.user_id);
+    // The code is spent: the page now says so.
+    let again = get(&app, &browser, &format!("{DEVICE}?user_code={user_code}")).await;
+    assert!(
+        again.expect_html(404).contains("not valid"),
+        "{}",
+        again.text
+    );
+}
+
+#[tokio::test]
+async fn a_device_login_can_be_denied() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let (device_code, user_code, _) = device_codes(&app, "keyward CLI on laptop").await;
+    // Any spelling of the code works.
+    let (_, csrf) = confirmation(&app, &browser, &user_code.replace('-', "").to_lowercase()).await;
+    let done = post(
+        &app,
+        &browser,
+        DEVICE,
+        &[
+            ("user_code", user_code.as_str()),
+            ("decision", "deny"),
+            ("csrf", csrf.as_str()),
+        ],
+    )
+    .await;
+    assert!(done.expect_html(200).contains("denied"), "{}", done.text);
+    let (status, body) = poll(&app, &device_code).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "access_denied", "{body}");
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_codes_say_so() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let unknown = get(&app, &browser, &format!("{DEVICE}?user_code=BCDF-GHJK")).await;
+    let text = unknown.expect_html(404);
+    assert!(text.contains("not valid"), "{text}");
+    assert!(
+        text.contains(r#"name="user_code""#),
+        "a way to try again: {text}"
+    );
+    let malformed = get(&app, &browser, &format!("{DEVICE}?user_code=hello")).await;
+    let text = malformed.expect_html(422);
+    assert!(text.contains("not a device code"), "{text}");
+    assert!(
+        text.contains(r#"value="hello""#),
+        "what was typed stays: {text}"
+    );
+    // A POST for an unknown code, with a valid token.
+    let (_, user_code, _) = device_codes(&app, "keyward CLI on laptop").await;
+    let (_, csrf) = confirmation(&app, &browser, &user_code).await;
+    let reply = post(
+        &app,
+        &browser,
+        DEVICE,
+        &[
+            ("user_code", "BCDF-GHJK"),
+            ("decision", "approve"),
+            ("csrf", csrf.as_str()),
+        ],
+    )
+    .await;
+    assert!(
+        reply.expect_html(404).contains("not valid"),
+        "{}",
+        reply.text
+    );
+    // Odd form bodies are answered, never a 5xx.
+    for body in ["%%%", "user_code=a&user_code=b", "decision=maybe", ""] {
+        let reply = Page::read(
+            browser
+                .post(app.url(DEVICE))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .expect("sent"),
+        )
+        .await;
+        assert!(
+            (400..500).contains(&reply.status),
+            "{body:?}: {}",
+            reply.status
+        );
+        reply.expect_html(reply.status);
+    }
+}
+
+#[tokio::test]
+async fn too_many_wrong_codes_are_rate_limited_with_a_retry_time() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    for _ in 0..10 {
+        get(&app, &browser, &format!("{DEVICE}?user_code=BCDF-GHJK"))
+            .await
+            .expect_html(404);
+    }
+    let (_, user_code, _) = device_codes(&app, "keyward CLI on laptop").await;
+    let limited = get(&app, &browser, &format!("{DEVICE}?user_code={user_code}")).await;
+    let text = limited.expect_html(429);
+    assert!(text.contains("Try again in 10 minutes"), "{text}");
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=600).contains(&retry_after), "{retry_after}");
+}
+
+#[tokio::test]
+async fn approving_needs_the_csrf_token_and_a_same_origin() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let (device_code, user_code, _) = device_codes(&app, "keyward CLI on laptop").await;
+    let (page, csrf) = confirmation(&app, &browser, &user_code).await;
+    // No token.
+    let reply = post(
+        &app,
+        &browser,
+        DEVICE,
+        &[("user_code", user_code.as_str()), ("decision", "approve")],
+    )
+    .await;
+    reply.expect_html(403);
+    // A wrong token, and the logout form's token (another purpose).
+    let logout_csrf = page.form_field(LOGOUT, "csrf");
+    assert_ne!(logout_csrf, csrf);
+    for wrong in ["0".repeat(64), logout_csrf, csrf[..63].to_owned()] {
+        let reply = post(
+            &app,
+            &browser,
+            DEVICE,
+            &[
+                ("user_code", user_code.as_str()),
+                ("decision", "approve"),
+                ("csrf", wrong.as_str()),
+            ],
+        )
+        .await;
+        reply.expect_html(403);
+    }
+    // The right token from a foreign origin.
+    let reply = Page::read(
+        browser
+            .post(app.url(DEVICE))
+            .header("origin", "https://evil.example")
+            .form(&[
+                ("user_code", user_code.as_str()),
+                ("decision", "approve"),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    reply.expect_html(403);
+    // Another user's token does not work for this one.
+    let (_, other_browser) = signed_in(&app, "eve@example.com").await;
+    let reply = post(
+        &app,
+        &other_browser,
+        DEVICE,
+        &[
+            ("user_code", user_code.as_str()),
+            ("decision", "approve"),
+            ("csrf", csrf.as_str()),
+        ],
+    )
+    .await;
+    reply.expect_html(403);
+    // Nothing was approved.
+    expect_pending(&app, &device_code).await;
+    // The same request with the token and this origin goes through.
+    app.clock.advance(5);
+    let reply = Page::read(
+        browser
+            .post(app.url(DEVICE))
+            .header("origin", app.base_url.as_str())
+            .form(&[
+                ("user_code", user_code.as_str()),
+                ("decision", "approve"),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert!(reply.expect_html(200).contains("Device approved"));
+}
+
+#[tokio::test]
+async fn the_client_name_is_html_escaped() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let (_, user_code, _) =
+        device_codes(&app, r#"<script>alert("x")</script><b onmouseover=1>"#).await;
+    let (page, _) = confirmation(&app, &browser, &user_code).await;
+    assert!(
+        page.text
+            .contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&lt;b onmouseover=1&gt;"),
+        "{}",
+        page.text
+    );
+    assert!(!page.text.contains("<script>"), "{}", page.text);
+    assert!(!page.text.contains("<b onmouseover"), "{}", page.text);
+}
+
+// ---------------------------------------------------------------- pages and session
+
+#[tokio::test]
+async fn unknown_console_paths_answer_an_html_404() {
+    let app = spawn_app().await;
+    for path in ["/console/nope", "/console/device/extra", "/console/keys/x"] {
+        let page = get(&app, &browser(), path).await;
+        let text = page.expect_html(404);
+        assert!(text.contains("Page not found"), "{path}: {text}");
+    }
+    // A wrong method on a console page is an HTML page too.
+    let put = Page::read(browser().put(app.url(DEVICE)).send().await.expect("sent")).await;
+    assert!(
+        put.expect_html(405).contains("Method not allowed"),
+        "{}",
+        put.text
+    );
+    // Outside the console, unknown paths stay problem+json.
+    let api = app.get("/v1/nope", Auth::None).await;
+    api.expect_problem(404, "not_found");
+    // /console itself leads to the device page.
+    let index = get(&app, &browser(), "/console").await;
+    assert_eq!(index.expect_redirect(), DEVICE);
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed_server_side() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    app.clock.advance(16 * 60);
+    let page = get(&app, &browser, DEVICE).await;
+    page.expect_html(200);
+    assert!(
+        page.set_cookie("kw_console_access").is_some(),
+        "a new access token"
+    );
+    let refresh = page
+        .cookie_value("kw_console_refresh")
+        .expect("a new refresh token");
+    assert!(refresh.starts_with("kwr_"));
+    // The forms of that page carry tokens for the new cookies.
+    let (_, user_code, _) = device_codes(&app, "keyward CLI on laptop").await;
+    let (_, csrf) = confirmation(&app, &browser, &user_code).await;
+    let reply = post(
+        &app,
+        &browser,
+        DEVICE,
+        &[
+            ("user_code", user_code.as_str()),
+            ("decision", "approve"),
+            ("csrf", csrf.as_str()),
+        ],
+    )
+    .await;
+    assert!(reply.expect_html(200).contains("Device approved"));
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_the_old_cookies_stop_working() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let browser = browser();
+    let login = sign_in(&app, &browser, "ada@example.com", None).await;
+    let access = login.cookie_value("kw_console_access").expect("access");
+    let refresh = login.cookie_value("kw_console_refresh").expect("refresh");
+    let old_cookies = format!("kw_console_access={access}; kw_console_refresh={refresh}");
+    let page = get(&app, &browser, DEVICE).await;
+    page.expect_html(200);
+    let csrf = page.form_field(LOGOUT, "csrf");
+    // Logout is CSRF-checked too.
+    let refused = post(&app, &browser, LOGOUT, &[("csrf", "nope")]).await;
+    refused.expect_html(403);
+    get(&app, &browser, DEVICE).await.expect_html(200);
+    let reply = post(&app, &browser, LOGOUT, &[("csrf", csrf.as_str())]).await;
+    assert_eq!(reply.expect_redirect(), LOGIN);
+    let cleared = reply.set_cookie("kw_console_refresh").expect("cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    // This browser is signed out.
+    let after = get(&app, &browser, DEVICE).await;
+    assert!(after.expect_redirect().starts_with(LOGIN));
+    // The old cookies, replayed by hand, open nothing: the session is revoked.
+    let replay = Page::read(
+        app.http
+            .get(app.url(DEVICE))
+            .header("cookie", old_cookies.as_str())
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert!(replay.expect_redirect().starts_with(LOGIN));
+    assert!(replay
+        .set_cookie("kw_console_access")
+        .is_some_and(|c| c.contains("Max-Age=0")));
+    app.get("/v1/auth/me", Auth::Bearer(&access))
+        .await
+        .expect_problem(401, "invalid_token");
+}
