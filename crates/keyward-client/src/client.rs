@@ -10,7 +10,7 @@ use keyward_proto::{
     DeviceCodeResponse, DeviceTokenRequest, DeviceTokenResponse, ErrorCode, KeyList, KeyView,
     LoginRequest, LogoutRequest, MeResponse, PasswordChangeRequest, RefreshRequest,
     RegisterRequest, RegisterResponse, RotateKeyRequest, Secret, TenantView, TokenPair,
-    VerifyRequest, VerifyResponse,
+    UsageResponse, VerifyRequest, VerifyResponse,
 };
 use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
@@ -415,6 +415,28 @@ impl Client {
         };
         self.call(Method::POST, url, Some(&request), Auth::None)
             .await
+    }
+
+    // ------------------------------------------------------------ usage
+
+    /// `GET /v1/usage`: metered requests of the caller's tenant over the last `days` UTC days
+    /// (1–90; `None` is the server's 30), or of one of the caller's keys. Another user's key is
+    /// `not_found`. Needs a session or a key with `read`.
+    pub async fn usage(&self, days: Option<u32>, key_id: Option<&str>) -> Result<UsageResponse> {
+        let mut url = self.url(paths::USAGE, None)?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(days) = days {
+                query.append_pair("days", &days.to_string());
+            }
+            if let Some(key_id) = key_id {
+                query.append_pair("key_id", key_id);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.call(Method::GET, url, None::<&()>, Auth::Caller).await
     }
 
     // ------------------------------------------------------------ device authorization

@@ -69,5 +69,6 @@ pub use keyward_proto as proto;
 pub use keyward_proto::{
     AuthInfo, AuthMethod, CreateKeyRequest, CreatedKey, DeviceCodeResponse, DeviceTokenResponse,
     ErrorCode, FieldError, KeyStatus, KeyView, MeResponse, RegisterRequest, RegisterResponse,
-    Secret, TenantRef, TenantView, TokenPair, UserView, VerifyCode, VerifyResponse,
+    Secret, TenantRef, TenantView, TokenPair, UsageDay, UsageResponse, UserView, VerifyCode,
+    VerifyResponse,
 };

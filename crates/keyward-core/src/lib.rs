@@ -9,6 +9,8 @@
 //! - The services, [`AccountService`], [`KeyService`] and [`DeviceService`] (the RFC 8628
 //!   device grant, with its parsed [`UserCode`]), over the [`store`] traits that
 //!   `keyward-store` implements for each database.
+//! - [`UsageService`]: metering through a bounded queue and a batch writer into per-day
+//!   counters, and the usage report.
 //! - [`Clock`]: every "now" comes from here, so tests move time instead of sleeping.
 
 mod accounts;
@@ -22,6 +24,7 @@ mod keyformat;
 mod keys;
 mod secret;
 pub mod store;
+mod usage;
 mod validate;
 
 pub use accounts::{
@@ -40,6 +43,10 @@ pub use jwt::{AccessClaims, TokenSigner};
 pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
 pub use keys::{KeyService, KeySettings, NewKeyInput, Verification, LAST_USED_RESOLUTION_SECONDS};
 pub use secret::{AccessToken, ApiKeySecret, DeviceCode, Password, RefreshToken};
+pub use usage::{
+    date_of_day, UsageDay, UsageDropped, UsageEvent, UsageOutcome, UsageReport, UsageService,
+    UsageSettings, MAX_USAGE_DAYS, SECONDS_PER_DAY,
+};
 pub use validate::{
     Description, Email, ExpiresInDays, KeyMeta, KeyName, Scope, Scopes, TenantName, UserName,
 };

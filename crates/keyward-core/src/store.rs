@@ -306,10 +306,59 @@ pub trait SigningKeyStore: Send + Sync {
     async fn insert_signing_key(&self, key: SigningKeyRecord) -> StoreResult<()>;
 }
 
+/// What a batch adds to one `(tenant, key, day)` usage counter row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
+    /// The UTC day: Unix seconds / 86 400.
+    pub day: i64,
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub duration_ms_sum: i64,
+    pub completed: i64,
+}
+
+/// One day's counters, summed over the keys asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageDayRecord {
+    pub day: i64,
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub duration_ms_sum: i64,
+    pub completed: i64,
+}
+
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Adds each delta to its row (created when missing), in one transaction. Additive, so
+    /// instances writing the same rows at once never lose counts.
+    async fn add_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()>;
+    /// The tenant's counters for days `from_day..=to_day` (only days with a row), oldest
+    /// first; only `key`'s when given.
+    async fn usage_by_day(
+        &self,
+        tenant: &TenantId,
+        key: Option<&KeyId>,
+        from_day: i64,
+        to_day: i64,
+    ) -> StoreResult<Vec<UsageDayRecord>>;
+}
+
 /// Everything a Keyward server needs from its database.
 #[async_trait]
 pub trait Store:
-    AccountStore + SessionStore + KeyStore + DeviceStore + SigningKeyStore + Send + Sync + 'static
+    AccountStore
+    + SessionStore
+    + KeyStore
+    + DeviceStore
+    + SigningKeyStore
+    + UsageStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

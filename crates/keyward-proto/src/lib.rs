@@ -302,6 +302,39 @@ pub struct VerifyResponse {
     pub meta: Option<serde_json::Value>,
 }
 
+// ---------------------------------------------------------------- usage
+
+/// `GET /v1/usage`: the caller's tenant (or one of the caller's keys) over the last `days` UTC
+/// days, today included.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageResponse {
+    /// First day, `YYYY-MM-DD` (UTC).
+    pub from: String,
+    /// Last day (today), `YYYY-MM-DD` (UTC).
+    pub to: String,
+    /// Every metered request, in flight ones included.
+    pub executions: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub in_flight: i64,
+    /// succeeded / (succeeded + failed), 0–1; `null` when nothing completed.
+    pub success_rate: Option<f64>,
+    /// Over completed requests; `null` when nothing completed.
+    pub avg_duration_ms: Option<f64>,
+    /// Oldest first, one per day, zero days included.
+    pub days: Vec<UsageDay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UsageDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub in_flight: i64,
+}
+
 // ---------------------------------------------------------------- service
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -29,6 +29,29 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub device: DeviceSettings,
     pub limits: LimitSettings,
+    pub usage: UsageSettings,
+}
+
+/// Metering (SPEC §4 "Usage"): the queue between requests and the batch writer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSettings {
+    /// Usage events held in memory before new ones are dropped (and counted in `/metrics`).
+    pub queue_capacity: usize,
+    /// Events that make the writer write at once.
+    pub batch_size: usize,
+    /// The writer writes at least this often.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 100_000,
+            batch_size: 1_000,
+            flush_interval_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +134,7 @@ impl Default for Settings {
             sessions: SessionSettings::default(),
             device: DeviceSettings::default(),
             limits: LimitSettings::default(),
+            usage: UsageSettings::default(),
         }
     }
 }
@@ -312,7 +336,26 @@ impl Config {
             settings.keys.checksum,
         )
         .map_err(|e| ConfigError(e.to_string()))?;
-        let ranges: [(&str, i64, i64, i64); 10] = [
+        let ranges: [(&str, i64, i64, i64); 13] = [
+            (
+                "usage.queue_capacity",
+                settings.usage.queue_capacity as i64,
+                1,
+                10_000_000,
+            ),
+            (
+                "usage.batch_size",
+                settings.usage.batch_size as i64,
+                1,
+                1_000_000,
+            ),
+            (
+                "usage.flush_interval_ms",
+                settings.usage.flush_interval_ms as i64,
+                // "Events show within 5 seconds" (SPEC §4): the writer must run sooner.
+                10,
+                4_000,
+            ),
             (
                 "database.max_connections",
                 i64::from(settings.database.max_connections),

@@ -28,7 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use keyward_core::{
     AccountService, Clock, DeviceService, DeviceSettings, KeyService, KeySettings, PasswordHasher,
-    PasswordHasherConfig, SessionConfig, TokenSigner,
+    PasswordHasherConfig, SessionConfig, TokenSigner, UsageService, UsageSettings,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::device::router())
         .merge(routes::keys::router())
         .merge(routes::service::router())
+        .merge(routes::usage::router())
         .nest("/console", console::router())
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
@@ -96,6 +97,15 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
             verification_uri: format!("{}/console/device", config.public_url),
         },
     ));
+    let usage = Arc::new(UsageService::new(
+        store.clone(),
+        clock.clone(),
+        UsageSettings {
+            queue_capacity: settings.usage.queue_capacity,
+            batch_size: settings.usage.batch_size,
+            flush_interval: Duration::from_millis(settings.usage.flush_interval_ms),
+        },
+    ));
     let mut hasher_config = PasswordHasherConfig::default();
     if let Some(concurrency) = settings.limits.password_hash_concurrency {
         hasher_config.max_concurrent = concurrency;
@@ -116,6 +126,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         accounts,
         keys,
         device,
+        usage,
         store,
         metrics: Arc::new(metrics::Metrics::new()),
         config: Arc::new(config),
@@ -194,10 +205,18 @@ async fn serve(
             }
         }
     });
+    // The usage writer is stopped, not aborted: it drains the queue and writes what is left
+    // once no request can add to it any more, and before the store closes.
+    let (stop_usage, usage_stopped) = watch::channel(false);
+    let usage_writer = tokio::spawn(state.usage.clone().run(usage_stopped));
     let result = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await;
     flusher.abort();
+    let _ = stop_usage.send(true);
+    if let Err(error) = usage_writer.await {
+        tracing::error!(%error, "usage writer task failed");
+    }
     if let Err(error) = state.keys.flush_last_used().await {
         tracing::warn!(%error, "final last_used_at flush failed");
     }

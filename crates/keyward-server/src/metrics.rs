@@ -29,6 +29,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram>,
     verifications: Family<OutcomeLabels, Counter>,
+    usage_events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -61,8 +62,15 @@ impl Metrics {
             "API key verifications by outcome (VALID, NOT_FOUND, EXPIRED, REVOKED, INSUFFICIENT_SCOPE; valid/invalid for keys presented as credentials)",
             verifications.clone(),
         );
+        let usage_events_dropped = Counter::default();
+        registry.register(
+            "usage_events_dropped",
+            "Usage events dropped because the metering queue was full",
+            usage_events_dropped.clone(),
+        );
         Self {
             registry,
+            usage_events_dropped,
             requests,
             durations,
             verifications,
@@ -89,6 +97,10 @@ impl Metrics {
         self.verifications
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    pub fn usage_event_dropped(&self) {
+        self.usage_events_dropped.inc();
     }
 
     /// The Prometheus text exposition.

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, device, keys, service};
+use crate::routes::{auth, device, keys, service, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,10 +13,11 @@ use crate::routes::{auth, device, keys, service};
         auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::change_password, auth::tenant,
         device::device_code, device::device_token, device::approve,
         keys::create, keys::list, keys::get_one, keys::revoke, keys::rotate, keys::verify,
+        usage::usage,
         service::healthz, service::readyz, service::metrics, service::openapi, service::jwks,
     ),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "device"), (name = "keys"), (name = "service"))
+    tags((name = "auth"), (name = "device"), (name = "keys"), (name = "usage"), (name = "service"))
 )]
 struct ApiDoc;
 

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use keyward_core::store::Store;
-use keyward_core::{AccountService, DeviceService, KeyService};
+use std::time::Duration;
+
+use keyward_core::{
+    AccountService, DeviceService, KeyId, KeyService, TenantId, UsageOutcome, UsageService,
+};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -14,8 +18,30 @@ pub struct AppState {
     pub accounts: Arc<AccountService>,
     pub keys: Arc<KeyService>,
     pub device: Arc<DeviceService>,
+    pub usage: Arc<UsageService>,
     /// Only for `/readyz`'s ping.
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// Meters one completed request. Never waits; a full queue drops the event and counts it in
+    /// `keyward_usage_events_dropped_total`, so no drop goes unseen. The gateway records here too.
+    pub fn record_usage(
+        &self,
+        tenant_id: &TenantId,
+        key_id: &KeyId,
+        outcome: UsageOutcome,
+        status: u16,
+        duration: Duration,
+    ) {
+        if self
+            .usage
+            .record(tenant_id, key_id, outcome, status, duration)
+            .is_err()
+        {
+            self.metrics.usage_event_dropped();
+        }
+    }
 }

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use keyward_core::store::{
     AccountStore, ApiKeyRecord, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount, NewApiKey,
     NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore,
-    SigningKeyRecord, SigningKeyStore, Store, StoreError, StoreResult, TenantRecord, UserRecord,
+    SigningKeyRecord, SigningKeyStore, Store, StoreError, StoreResult, TenantRecord, UsageDayRecord,
+    UsageDelta, UsageStore, UserRecord,
 };
 use keyward_core::{
     Description, Email, KeyId, KeyMeta, KeyName, Scopes, SessionId, TenantId, Timestamp, TokenHash,
@@ -750,6 +751,97 @@ impl SigningKeyStore for SqlStore {
         .await
         .map_err(map_error)?;
         Ok(())
+    }
+}
+
+/// The per-day sums of `usage_daily`; `CAST` because PostgreSQL's `SUM(BIGINT)` is NUMERIC.
+macro_rules! usage_sums {
+    () => {
+        "SELECT day, CAST(SUM(total) AS BIGINT) AS total, \
+         CAST(SUM(succeeded) AS BIGINT) AS succeeded, CAST(SUM(failed) AS BIGINT) AS failed, \
+         CAST(SUM(duration_ms_sum) AS BIGINT) AS duration_ms_sum, \
+         CAST(SUM(completed) AS BIGINT) AS completed \
+         FROM usage_daily WHERE tenant_id = $1 AND day >= $2 AND day <= $3 "
+    };
+}
+
+#[async_trait]
+impl UsageStore for SqlStore {
+    async fn add_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        // One order for every writer, so two instances upserting the same rows cannot deadlock.
+        let mut sorted: Vec<&UsageDelta> = deltas.iter().collect();
+        sorted.sort_by(|a, b| {
+            (a.tenant_id.as_str(), a.key_id.as_str(), a.day).cmp(&(
+                b.tenant_id.as_str(),
+                b.key_id.as_str(),
+                b.day,
+            ))
+        });
+        let mut tx = self.begin().await?;
+        for delta in sorted {
+            sqlx::query(
+                "INSERT INTO usage_daily \
+                 (tenant_id, key_id, day, total, succeeded, failed, duration_ms_sum, completed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (tenant_id, key_id, day) DO UPDATE SET \
+                 total = usage_daily.total + excluded.total, \
+                 succeeded = usage_daily.succeeded + excluded.succeeded, \
+                 failed = usage_daily.failed + excluded.failed, \
+                 duration_ms_sum = usage_daily.duration_ms_sum + excluded.duration_ms_sum, \
+                 completed = usage_daily.completed + excluded.completed",
+            )
+            .bind(delta.tenant_id.as_str())
+            .bind(delta.key_id.as_str())
+            .bind(delta.day)
+            .bind(delta.total)
+            .bind(delta.succeeded)
+            .bind(delta.failed)
+            .bind(delta.duration_ms_sum)
+            .bind(delta.completed)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        }
+        tx.commit().await.map_err(map_error)
+    }
+
+    async fn usage_by_day(
+        &self,
+        tenant: &TenantId,
+        key: Option<&KeyId>,
+        from_day: i64,
+        to_day: i64,
+    ) -> StoreResult<Vec<UsageDayRecord>> {
+        let query = match key {
+            Some(key) => sqlx::query(concat!(
+                usage_sums!(),
+                "AND key_id = $4 GROUP BY day ORDER BY day"
+            ))
+            .bind(tenant.as_str())
+            .bind(from_day)
+            .bind(to_day)
+            .bind(key.as_str()),
+            None => sqlx::query(concat!(usage_sums!(), "GROUP BY day ORDER BY day"))
+                .bind(tenant.as_str())
+                .bind(from_day)
+                .bind(to_day),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageDayRecord {
+                    day: get(row, "day")?,
+                    total: get(row, "total")?,
+                    succeeded: get(row, "succeeded")?,
+                    failed: get(row, "failed")?,
+                    duration_ms_sum: get(row, "duration_ms_sum")?,
+                    completed: get(row, "completed")?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -1,12 +1,13 @@
 //! `/v1/keys*`: create, list, get, revoke, rotate and verify API keys (SPEC §4).
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use keyward_core::{KeyId, NewKeyInput, Scopes};
+use keyward_core::{KeyId, NewKeyInput, Scopes, UsageOutcome};
 use keyward_proto::{
     paths, CreateKeyRequest, CreatedKey, KeyList, KeyView, Problem, RotateKeyRequest, Secret,
     VerifyCode, VerifyRequest, VerifyResponse,
@@ -140,7 +141,7 @@ pub async fn rotate(
     Ok((StatusCode::CREATED, Json(created(&state, &key, &secret))))
 }
 
-/// Check a key (no other credential needed).
+/// Check a key (no other credential needed). A found key's check is metered (`/v1/usage`).
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", request_body = VerifyRequest,
     responses((status = 200, body = VerifyResponse), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn verify(
@@ -151,8 +152,23 @@ pub async fn verify(
         Some(scopes) => Scopes::parse(scopes).map_err(|m| ApiError::field("scopes", m))?,
         None => Scopes::default(),
     };
+    let started = Instant::now();
     let verification = state.keys.verify(request.key.expose(), &required).await?;
     state.metrics.verification(verification.code.as_str());
+    if let (Some(key), true) = (&verification.key, verification.code != VerifyCode::NotFound) {
+        let outcome = if verification.code == VerifyCode::Valid {
+            UsageOutcome::Succeeded
+        } else {
+            UsageOutcome::Failed
+        };
+        state.record_usage(
+            &key.owner.tenant_id,
+            &key.id,
+            outcome,
+            StatusCode::OK.as_u16(),
+            started.elapsed(),
+        );
+    }
     let response = match verification.key {
         Some(key) if verification.code != VerifyCode::NotFound => VerifyResponse {
             valid: verification.code == VerifyCode::Valid,

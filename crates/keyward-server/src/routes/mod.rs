@@ -4,6 +4,7 @@ pub mod auth;
 pub mod device;
 pub mod keys;
 pub mod service;
+pub mod usage;
 
 use keyward_core::store::{ApiKeyRecord, TenantRecord, UserRecord};
 use keyward_core::KeyService;

@@ -98,6 +98,53 @@ fn expect_api_error<T: std::fmt::Debug>(
     error
 }
 
+// ---------------------------------------------------------------- usage
+
+#[tokio::test]
+async fn usage_reports_verify_calls() {
+    let app = spawn_app().await;
+    let client = registered(&app, EMAIL).await;
+    let created = client
+        .create_key(key_request("metered", &["read"]))
+        .await
+        .expect("created");
+    for scopes in [&["read"][..], &["read"], &["write"]] {
+        client
+            .verify_key(created.key.expose(), scopes)
+            .await
+            .expect("verified");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let usage = loop {
+        let usage = client
+            .usage(Some(7), Some(&created.view.id))
+            .await
+            .expect("usage");
+        if usage.executions == 3 || Instant::now() > deadline {
+            break usage;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((usage.executions, usage.succeeded, usage.failed), (3, 2, 1));
+    assert_eq!(usage.days.len(), 7);
+    assert_eq!(usage.days[6].total, 3);
+    assert!(usage
+        .success_rate
+        .is_some_and(|rate| (rate - 2.0 / 3.0).abs() < 1e-9));
+    let all = client.usage(None, None).await.expect("usage");
+    assert_eq!(all.days.len(), 30);
+    expect_api_error(
+        client.usage(Some(0), None).await,
+        422,
+        ErrorCode::ValidationFailed,
+    );
+    expect_api_error(
+        client.usage(None, Some("key_unknown")).await,
+        404,
+        ErrorCode::NotFound,
+    );
+}
+
 // ---------------------------------------------------------------- accounts and keys
 
 #[tokio::test]

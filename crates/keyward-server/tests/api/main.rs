@@ -56,6 +56,9 @@ macro_rules! suite {
         mod service {
             include!("service.rs");
         }
+        mod usage {
+            include!("usage.rs");
+        }
     };
 }
 

@@ -286,6 +286,7 @@ async fn openapi_covers_every_route() {
         ("/v1/keys/{id}", "delete"),
         ("/v1/keys/{id}/rotate", "post"),
         ("/v1/keys/verify", "post"),
+        ("/v1/usage", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
