@@ -53,20 +53,26 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+/// The request's media type, lower-cased, without parameters (`application/json`).
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .map(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
-        .unwrap_or(false)
+        .map(|mime| mime.trim().to_ascii_lowercase())
 }
 
-async fn read_body(request: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+fn is_json(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|mime| {
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    })
+}
+
+/// The whole body, within the size limit (413 `payload_too_large` past it).
+pub(crate) async fn read_body(
+    request: Request,
+    state: &AppState,
+) -> Result<axum::body::Bytes, ApiError> {
     axum::body::Bytes::from_request(request, state)
         .await
         .map_err(|rejection| {

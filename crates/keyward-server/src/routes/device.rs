@@ -6,21 +6,21 @@
 //! `application/json`), so OAuth client libraries can poll it; a failure of ours (the database
 //! down) is still a problem+json 5xx.
 
-use axum::extract::{FromRequest, Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use keyward_core::{DeviceCode, UserCode};
 use keyward_proto::{
     paths, DeviceApproveRequest, DeviceCodeRequest, DeviceCodeResponse, DeviceTokenRequest,
-    DeviceTokenResponse, ErrorCode, OAuthError, Problem, Secret, DEVICE_CODE_GRANT_TYPE,
+    DeviceTokenResponse, OAuthError, Problem, Secret, DEVICE_CODE_GRANT_TYPE,
 };
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ApiResult, OwnErrorBody};
-use crate::extract::{parse_json, ApiJson, SessionCaller};
+use crate::extract::{media_type, parse_json, read_body, ApiJson, SessionCaller};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -136,54 +136,19 @@ async fn form_or_json<T: DeserializeOwned + Default>(
     request: Request,
     state: &AppState,
 ) -> ApiResult<T> {
-    match media_type(request.headers()).as_deref() {
-        Some("application/x-www-form-urlencoded") => Form::<T>::from_request(request, state)
-            .await
-            .map(|Form(body)| body)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        ErrorCode::PayloadTooLarge,
-                        "The request body is over the size limit.",
-                    )
-                } else {
-                    ApiError::bad_request(format!(
-                        "The form body could not be read: {}",
-                        rejection.body_text()
-                    ))
-                }
-            }),
-        json => {
-            let is_json = json == Some("application/json");
-            let bytes = axum::body::Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| {
-                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::new(
-                            ErrorCode::PayloadTooLarge,
-                            "The request body is over the size limit.",
-                        )
-                    } else {
-                        ApiError::bad_request("The request body could not be read.")
-                    }
-                })?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                Ok(T::default())
-            } else if is_json {
-                parse_json(&bytes)
-            } else {
-                Err(ApiError::bad_request(
-                    "Send the body as JSON (application/json) or as a form (application/x-www-form-urlencoded).",
-                ))
-            }
-        }
+    let media = media_type(request.headers());
+    let bytes = read_body(request, state).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
     }
-}
-
-fn media_type(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .map(|mime| mime.trim().to_ascii_lowercase())
+    match media.as_deref() {
+        Some("application/x-www-form-urlencoded") => serde_urlencoded::from_bytes(&bytes)
+            .map_err(|error| {
+                ApiError::bad_request(format!("The form body could not be read: {error}"))
+            }),
+        Some("application/json") => parse_json(&bytes),
+        _ => Err(ApiError::bad_request(
+            "Send the body as JSON (application/json) or as a form (application/x-www-form-urlencoded).",
+        )),
+    }
 }
