@@ -18,6 +18,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::CoreResult;
 use crate::ids::{KeyId, TenantId};
 use crate::store::{Store, UsageDayRecord, UsageDelta};
+use keyward_proto::{UsageDay, UsageResponse};
 
 pub const SECONDS_PER_DAY: i64 = 86_400;
 /// The longest report: 90 days.
@@ -67,33 +68,6 @@ impl Default for UsageSettings {
 /// The queue was full: the event was not recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageDropped;
-
-/// One day of a [`UsageReport`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageDay {
-    /// `YYYY-MM-DD`, UTC.
-    pub date: String,
-    pub total: i64,
-    pub succeeded: i64,
-    pub failed: i64,
-    pub in_flight: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageReport {
-    pub from: String,
-    pub to: String,
-    pub executions: i64,
-    pub succeeded: i64,
-    pub failed: i64,
-    pub in_flight: i64,
-    /// succeeded / (succeeded + failed); `None` when nothing completed.
-    pub success_rate: Option<f64>,
-    /// Over completed requests; `None` when nothing completed.
-    pub avg_duration_ms: Option<f64>,
-    /// Oldest first, one per day, zero days included.
-    pub days: Vec<UsageDay>,
-}
 
 pub struct UsageService {
     store: Arc<dyn Store>,
@@ -221,7 +195,7 @@ impl UsageService {
         tenant: &TenantId,
         key: Option<&KeyId>,
         days: u32,
-    ) -> CoreResult<UsageReport> {
+    ) -> CoreResult<UsageResponse> {
         let days = i64::from(days.clamp(1, MAX_USAGE_DAYS));
         let to_day = self.clock.now().seconds().div_euclid(SECONDS_PER_DAY);
         let from_day = to_day - days + 1;
@@ -242,7 +216,7 @@ pub fn date_of_day(day: i64) -> String {
         .unwrap_or_else(|| "1970-01-01".to_owned())
 }
 
-fn build_report(from_day: i64, to_day: i64, rows: &[UsageDayRecord]) -> UsageReport {
+fn build_report(from_day: i64, to_day: i64, rows: &[UsageDayRecord]) -> UsageResponse {
     let by_day: HashMap<i64, &UsageDayRecord> = rows.iter().map(|row| (row.day, row)).collect();
     let empty = UsageDayRecord::default();
     let (mut total, mut succeeded, mut failed, mut duration, mut completed) = (0, 0, 0, 0, 0);
@@ -264,7 +238,7 @@ fn build_report(from_day: i64, to_day: i64, rows: &[UsageDayRecord]) -> UsageRep
         })
         .collect();
     let finished = succeeded + failed;
-    UsageReport {
+    UsageResponse {
         from: date_of_day(from_day),
         to: date_of_day(to_day),
         executions: total,

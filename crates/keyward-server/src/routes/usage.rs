@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use keyward_core::{KeyId, UsageReport, MAX_USAGE_DAYS};
-use keyward_proto::{paths, Problem, UsageDay, UsageResponse};
+use keyward_core::{KeyId, MAX_USAGE_DAYS};
+use keyward_proto::{paths, Problem, UsageResponse};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Caller;
@@ -42,7 +42,7 @@ pub async fn usage(
         .usage
         .report(&owner.tenant_id, key_id.as_ref(), days)
         .await?;
-    Ok(Json(response(report)))
+    Ok(Json(report))
 }
 
 fn parse_query(query: &HashMap<String, String>) -> ApiResult<(u32, Option<KeyId>)> {
@@ -67,28 +67,4 @@ fn parse_query(query: &HashMap<String, String>) -> ApiResult<(u32, Option<KeyId>
         }
     }
     Ok((days, key_id))
-}
-
-fn response(report: UsageReport) -> UsageResponse {
-    UsageResponse {
-        from: report.from,
-        to: report.to,
-        executions: report.executions,
-        succeeded: report.succeeded,
-        failed: report.failed,
-        in_flight: report.in_flight,
-        success_rate: report.success_rate,
-        avg_duration_ms: report.avg_duration_ms,
-        days: report
-            .days
-            .into_iter()
-            .map(|day| UsageDay {
-                date: day.date,
-                total: day.total,
-                succeeded: day.succeeded,
-                failed: day.failed,
-                in_flight: day.in_flight,
-            })
-            .collect(),
-    }
 }
