@@ -25,7 +25,7 @@ pub use error::{ErrorCode, FieldError, Problem};
 ///
 /// It serializes transparently (it is on the wire as a plain string) but its `Debug` is
 /// `[redacted]`, and it has no `Display`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 #[schema(value_type = String)]
 pub struct Secret(String);

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use hmac::{Hmac, Mac};
 use keyward_core::{AuthFailure, Authenticated, CoreError, Password, RefreshToken};
+use keyward_proto::Secret;
 use maud::html;
 use rand::distributions::{Alphanumeric, DistString};
 use serde::Deserialize;
@@ -320,13 +321,14 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// The sign-in form. Its fields never reach a log: the access log has the path only.
-#[derive(Deserialize, Default)]
+/// The sign-in form. Its fields never reach a log: the access log has the path only, and the
+/// password is a [`Secret`] that redacts itself.
+#[derive(Debug, Deserialize, Default)]
 pub struct LoginForm {
     #[serde(default)]
     email: String,
     #[serde(default)]
-    password: String,
+    password: Secret,
     csrf: Option<String>,
     next: Option<String>,
 }
@@ -429,7 +431,7 @@ pub async fn login(
         return layout::forbidden();
     }
     let next = safe_next(form.next.as_deref());
-    let password = Password::presented(form.password);
+    let password = Password::presented(form.password.into_inner());
     match state.accounts.login(&form.email, &password).await {
         Ok(tokens) => {
             let mut cookies = session_cookies(
