@@ -44,7 +44,7 @@ pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
 pub use keys::{KeyService, KeySettings, NewKeyInput, Verification, LAST_USED_RESOLUTION_SECONDS};
 pub use secret::{AccessToken, ApiKeySecret, DeviceCode, Password, RefreshToken};
 pub use usage::{
-    date_of_day, UsageDropped, UsageEvent, UsageOutcome, UsageService, UsageSettings,
+    date_of_day, InFlight, UsageDropped, UsageEvent, UsageOutcome, UsageService, UsageSettings,
     MAX_USAGE_DAYS, SECONDS_PER_DAY,
 };
 pub use validate::{

@@ -316,7 +316,7 @@ pub struct UsageDelta {
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
-    pub duration_ms_sum: i64,
+    pub duration_us_sum: i64,
     pub completed: i64,
 }
 
@@ -327,7 +327,7 @@ pub struct UsageDayRecord {
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
-    pub duration_ms_sum: i64,
+    pub duration_us_sum: i64,
     pub completed: i64,
 }
 

@@ -10,11 +10,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Clock;
 use crate::error::CoreResult;
 use crate::ids::{KeyId, TenantId};
 use crate::store::{Store, UsageDayRecord, UsageDelta};
@@ -33,21 +33,44 @@ pub enum UsageOutcome {
     Failed,
 }
 
-/// One metered request, as it completed.
+/// What one queued event adds to its day's counters.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A request began: `total` + 1, so it shows as in flight until its [`Step::Completed`].
+    Started,
+    /// A started request ended.
+    Completed(Completion),
+    /// A request that began and ended at once (a verify call).
+    Whole(Completion),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Completion {
+    outcome: UsageOutcome,
+    /// The HTTP status answered. Travels with the event for tracing; the daily counters keep
+    /// only the outcome, which is all the SPEC's report shows.
+    #[allow(dead_code)]
+    status: u16,
+    duration_us: i64,
+}
+
+/// One metered step of a request. `day` is the UTC day the request *began*: a completion
+/// lands on the same row as its start, so a request crossing midnight never leaves a day with
+/// a request forever in flight.
 #[derive(Debug, Clone)]
 pub struct UsageEvent {
-    pub tenant_id: TenantId,
-    pub key_id: KeyId,
-    pub at: Timestamp,
-    pub outcome: UsageOutcome,
-    /// The HTTP status answered (kept in the event for the gateway; not rolled up yet).
-    pub status: u16,
-    pub duration_ms: u64,
+    tenant_id: TenantId,
+    key_id: KeyId,
+    day: i64,
+    step: Step,
 }
 
 #[derive(Debug, Clone)]
 pub struct UsageSettings {
-    /// Events the queue holds before new ones are dropped.
+    /// `false` meters nothing (for benchmarks and installations that bill elsewhere).
+    pub enabled: bool,
+    /// Events the queue holds before new ones are dropped. A request in flight holds one slot
+    /// for its completion, so its end is never dropped once its start was taken.
     pub queue_capacity: usize,
     /// A batch is written as soon as this many events wait.
     pub batch_size: usize,
@@ -58,6 +81,7 @@ pub struct UsageSettings {
 impl Default for UsageSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             queue_capacity: 100_000,
             batch_size: 1_000,
             flush_interval: Duration::from_secs(1),
@@ -68,6 +92,56 @@ impl Default for UsageSettings {
 /// The queue was full: the event was not recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageDropped;
+
+/// A metered request that has begun (see [`UsageService::start`]). It holds a reserved queue
+/// slot for its completion; [`InFlight::finish`] uses it. Dropped unfinished (the client went
+/// away, the handler was cancelled), it completes as failed, so nothing stays in flight.
+#[derive(Debug)]
+pub struct InFlight {
+    slot: Option<(mpsc::OwnedPermit<UsageEvent>, TenantId, KeyId, i64)>,
+    began: Instant,
+}
+
+impl InFlight {
+    /// A request not metered (metering is off, or its start was dropped).
+    fn untracked() -> Self {
+        Self {
+            slot: None,
+            began: Instant::now(),
+        }
+    }
+
+    /// Records how the request ended; the duration is measured from [`UsageService::start`].
+    pub fn finish(mut self, outcome: UsageOutcome, status: u16) {
+        self.complete(outcome, status);
+    }
+
+    fn complete(&mut self, outcome: UsageOutcome, status: u16) {
+        if let Some((permit, tenant_id, key_id, day)) = self.slot.take() {
+            permit.send(UsageEvent {
+                tenant_id,
+                key_id,
+                day,
+                step: Step::Completed(Completion {
+                    outcome,
+                    status,
+                    duration_us: micros(self.began.elapsed()),
+                }),
+            });
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // 499: nginx's "client closed request"; only for tracing, see [`Completion::status`].
+        self.complete(UsageOutcome::Failed, 499);
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
 
 pub struct UsageService {
     store: Arc<dyn Store>,
@@ -101,8 +175,13 @@ impl UsageService {
         }
     }
 
-    /// Queues a completed request, stamped with the clock's now. Never waits: a full queue
-    /// drops the event and answers [`UsageDropped`], which the caller must count.
+    fn today(&self) -> i64 {
+        self.clock.now().seconds().div_euclid(SECONDS_PER_DAY)
+    }
+
+    /// Queues a request that began and ended at once (a verify call), dated by the clock's
+    /// now. Never waits: a full queue drops the event and answers [`UsageDropped`], which the
+    /// caller must count.
     pub fn record(
         &self,
         tenant_id: &TenantId,
@@ -111,20 +190,59 @@ impl UsageService {
         status: u16,
         duration: Duration,
     ) -> Result<(), UsageDropped> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
         let event = UsageEvent {
             tenant_id: tenant_id.clone(),
             key_id: key_id.clone(),
-            at: self.clock.now(),
-            outcome,
-            status,
-            duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            day: self.today(),
+            step: Step::Whole(Completion {
+                outcome,
+                status,
+                duration_us: micros(duration),
+            }),
         };
         self.sender.try_send(event).map_err(|_| UsageDropped)?;
+        self.nudge();
+        Ok(())
+    }
+
+    /// Queues the start of a longer request (a gateway request), which shows as in flight
+    /// until the returned [`InFlight`] finishes or is dropped. Never waits: when the queue has
+    /// no room for both the start and the completion, neither is queued and the answer is
+    /// [`UsageDropped`], so the counters never hold a start without its end.
+    pub fn start(&self, tenant_id: &TenantId, key_id: &KeyId) -> Result<InFlight, UsageDropped> {
+        if !self.settings.enabled {
+            return Ok(InFlight::untracked());
+        }
+        let completion = self
+            .sender
+            .clone()
+            .try_reserve_owned()
+            .map_err(|_| UsageDropped)?;
+        let day = self.today();
+        self.sender
+            .try_send(UsageEvent {
+                tenant_id: tenant_id.clone(),
+                key_id: key_id.clone(),
+                day,
+                step: Step::Started,
+            })
+            .map_err(|_| UsageDropped)?;
+        self.nudge();
+        Ok(InFlight {
+            slot: Some((completion, tenant_id.clone(), key_id.clone(), day)),
+            began: Instant::now(),
+        })
+    }
+
+    /// Wakes the writer when a full batch waits.
+    fn nudge(&self) {
         let waiting = self.sender.max_capacity() - self.sender.capacity();
         if waiting >= self.settings.batch_size {
             self.batch_ready.notify_one();
         }
-        Ok(())
     }
 
     /// Drains the queue and writes the sums; how many events it took. On a database failure
@@ -134,27 +252,36 @@ impl UsageService {
         let mut taken = 0;
         while let Ok(event) = queue.receiver.try_recv() {
             taken += 1;
-            let day = event.at.seconds().div_euclid(SECONDS_PER_DAY);
             let delta = queue
                 .unwritten
-                .entry((event.tenant_id.clone(), event.key_id.clone(), day))
+                .entry((event.tenant_id.clone(), event.key_id.clone(), event.day))
                 .or_insert_with(|| UsageDelta {
                     tenant_id: event.tenant_id,
                     key_id: event.key_id,
-                    day,
+                    day: event.day,
                     total: 0,
                     succeeded: 0,
                     failed: 0,
-                    duration_ms_sum: 0,
+                    duration_us_sum: 0,
                     completed: 0,
                 });
-            delta.total += 1;
+            let completion = match event.step {
+                Step::Started => {
+                    delta.total += 1;
+                    continue;
+                }
+                Step::Completed(completion) => completion,
+                Step::Whole(completion) => {
+                    delta.total += 1;
+                    completion
+                }
+            };
             delta.completed += 1;
-            match event.outcome {
+            match completion.outcome {
                 UsageOutcome::Succeeded => delta.succeeded += 1,
                 UsageOutcome::Failed => delta.failed += 1,
             }
-            delta.duration_ms_sum += i64::try_from(event.duration_ms).unwrap_or(i64::MAX);
+            delta.duration_us_sum = delta.duration_us_sum.saturating_add(completion.duration_us);
         }
         if queue.unwritten.is_empty() {
             return Ok(taken);
@@ -226,7 +353,7 @@ fn build_report(from_day: i64, to_day: i64, rows: &[UsageDayRecord]) -> UsageRes
             total += row.total;
             succeeded += row.succeeded;
             failed += row.failed;
-            duration += row.duration_ms_sum;
+            duration += row.duration_us_sum;
             completed += row.completed;
             UsageDay {
                 date: date_of_day(day),
@@ -246,7 +373,7 @@ fn build_report(from_day: i64, to_day: i64, rows: &[UsageDayRecord]) -> UsageRes
         failed,
         in_flight: (total - completed).max(0),
         success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
-        avg_duration_ms: (completed > 0).then(|| duration as f64 / completed as f64),
+        avg_duration_ms: (completed > 0).then(|| duration as f64 / completed as f64 / 1000.0),
         days,
     }
 }
@@ -265,10 +392,10 @@ mod tests {
     fn report_fills_zero_days_oldest_first() {
         let rows = [UsageDayRecord {
             day: 11,
-            total: 4,
+            total: 5,
             succeeded: 3,
             failed: 1,
-            duration_ms_sum: 8,
+            duration_us_sum: 8_000,
             completed: 4,
         }];
         let report = build_report(10, 12, &rows);
@@ -276,8 +403,10 @@ mod tests {
         assert_eq!(report.to, "1970-01-13");
         assert_eq!(report.days.len(), 3);
         assert_eq!(report.days[0].total, 0);
-        assert_eq!(report.days[1].total, 4);
-        assert_eq!(report.executions, 4);
+        assert_eq!(report.days[1].total, 5);
+        assert_eq!(report.days[1].in_flight, 1);
+        assert_eq!(report.executions, 5);
+        assert_eq!(report.in_flight, 1);
         assert_eq!(report.success_rate, Some(0.75));
         assert_eq!(report.avg_duration_ms, Some(2.0));
         let empty = build_report(10, 12, &[]);

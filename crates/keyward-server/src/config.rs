@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use keyward_core::{KeyAlphabet, KeyFormat};
+
+use crate::gateway::GatewayConfig;
 use serde::{Deserialize, Serialize};
 
 /// Variables of the CLI and the test suite that share the prefix but are not server settings.
@@ -30,12 +32,49 @@ pub struct Settings {
     pub device: DeviceSettings,
     pub limits: LimitSettings,
     pub usage: UsageSettings,
+    pub gateway: GatewaySettings,
+}
+
+/// The gateway (SPEC §4 "Verification"): a second listener that guards an upstream HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Address of the gateway listener; none = no gateway.
+    pub listen: Option<String>,
+    /// Base URL requests are forwarded to (`http://` or `https://`); its path prefixes theirs.
+    pub upstream: Option<String>,
+    /// How long the upstream may take to start answering before the client gets 504.
+    pub timeout_seconds: u64,
+    /// Scopes some requests need beyond a valid credential; every matching rule applies.
+    pub routes: Vec<GatewayRouteSettings>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            upstream: None,
+            timeout_seconds: 30,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `{route = "POST /flows/*", scopes = ["flows:invoke"]}`: a method (or none for every method)
+/// and a path pattern where `*` is one segment, or everything below when it comes last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayRouteSettings {
+    pub route: String,
+    pub scopes: Vec<String>,
 }
 
 /// Metering (SPEC §4 "Usage"): the queue between requests and the batch writer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsageSettings {
+    /// `false` meters nothing: for installations that bill elsewhere, and benchmarks.
+    pub enabled: bool,
     /// Usage events held in memory before new ones are dropped (and counted in `/metrics`).
     pub queue_capacity: usize,
     /// Events that make the writer write at once.
@@ -47,6 +86,7 @@ pub struct UsageSettings {
 impl Default for UsageSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             queue_capacity: 100_000,
             batch_size: 1_000,
             flush_interval_ms: 1_000,
@@ -135,6 +175,7 @@ impl Default for Settings {
             device: DeviceSettings::default(),
             limits: LimitSettings::default(),
             usage: UsageSettings::default(),
+            gateway: GatewaySettings::default(),
         }
     }
 }
@@ -177,6 +218,8 @@ impl Default for LimitSettings {
 pub struct Overrides {
     pub listen: Option<String>,
     pub database_url: Option<String>,
+    pub gateway_listen: Option<String>,
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +235,8 @@ pub struct Config {
     pub public_url: String,
     pub json_logs: bool,
     pub key_format: KeyFormat,
+    /// `None` when no gateway is configured.
+    pub gateway: Option<GatewayConfig>,
     pub settings: Settings,
 }
 
@@ -278,6 +323,12 @@ impl Config {
         if let Some(url) = &overrides.database_url {
             figment = figment.merge(Serialized::default("database_url", url));
         }
+        if let Some(listen) = &overrides.gateway_listen {
+            figment = figment.merge(Serialized::default("gateway.listen", listen));
+        }
+        if let Some(upstream) = &overrides.upstream {
+            figment = figment.merge(Serialized::default("gateway.upstream", upstream));
+        }
         let settings: Settings = figment
             .extract()
             .map_err(|error| describe_figment_error(error, &variables))?;
@@ -336,7 +387,13 @@ impl Config {
             settings.keys.checksum,
         )
         .map_err(|e| ConfigError(e.to_string()))?;
-        let ranges: [(&str, i64, i64, i64); 13] = [
+        let ranges: [(&str, i64, i64, i64); 14] = [
+            (
+                "gateway.timeout_seconds",
+                settings.gateway.timeout_seconds as i64,
+                1,
+                3600,
+            ),
             (
                 "usage.queue_capacity",
                 settings.usage.queue_capacity as i64,
@@ -432,8 +489,10 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        let gateway = GatewayConfig::from_settings(&settings.gateway).map_err(ConfigError)?;
         Ok(Self {
             listen,
+            gateway,
             database_url: settings.database_url.clone(),
             pool: keyward_store::PoolSettings {
                 max_connections: settings.database.max_connections,
@@ -530,7 +589,7 @@ mod tests {
         let env = vec![("KEYWARD_KEYS__LENGTH".to_string(), "48".to_string())];
         let overrides = Overrides {
             listen: Some("127.0.0.1:2".into()),
-            database_url: None,
+            ..Overrides::default()
         };
         let (config, _) = Config::load(Some(&file), env, &overrides).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:2");

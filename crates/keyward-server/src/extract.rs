@@ -115,12 +115,12 @@ fn backticked(message: &str) -> Option<String> {
 }
 
 /// A presented credential.
-enum Credential<'a> {
+pub(crate) enum Credential<'a> {
     AccessToken(&'a str),
     ApiKey(&'a str),
 }
 
-fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
+pub(crate) fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
         let value = value
             .to_str()

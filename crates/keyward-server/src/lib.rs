@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -101,6 +102,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         store.clone(),
         clock.clone(),
         UsageSettings {
+            enabled: settings.usage.enabled,
             queue_capacity: settings.usage.queue_capacity,
             batch_size: settings.usage.batch_size,
             flush_interval: Duration::from_millis(settings.usage.flush_interval_ms),
@@ -149,6 +151,8 @@ const SIGNING_KEY_RELOAD_SECONDS: u64 = 30;
 /// A server running in the background (for tests and embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The gateway's address, when one is configured.
+    pub gateway_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -168,21 +172,41 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let gateway = bind_gateway(&config).await?;
+    let gateway_addr = gateway
+        .as_ref()
+        .map(|(listener, _)| listener.local_addr())
+        .transpose()?;
     let state = build_state(with_bound_address(config, addr), clock).await?;
     let (shutdown, mut signal) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, state.clone(), async move {
+    let task = tokio::spawn(serve(listener, gateway, state.clone(), async move {
         let _ = signal.wait_for(|stop| *stop).await;
     }));
     Ok(RunningServer {
         addr,
+        gateway_addr,
         state,
         shutdown,
         task,
     })
 }
 
+/// Binds the gateway's listener when one is configured.
+async fn bind_gateway(
+    config: &Config,
+) -> anyhow::Result<Option<(TcpListener, gateway::GatewayConfig)>> {
+    let Some(gateway) = &config.gateway else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(gateway.listen)
+        .await
+        .with_context(|| format!("gateway.listen: cannot bind {}", gateway.listen))?;
+    Ok(Some((listener, gateway.clone())))
+}
+
 async fn serve(
     listener: TcpListener,
+    gateway: Option<(TcpListener, gateway::GatewayConfig)>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -209,9 +233,40 @@ async fn serve(
     // once no request can add to it any more, and before the store closes.
     let (stop_usage, usage_stopped) = watch::channel(false);
     let usage_writer = tokio::spawn(state.usage.clone().run(usage_stopped));
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // One signal stops both listeners; each lets its requests in flight finish.
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut stopping: watch::Receiver<bool>| async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let api = async {
+        axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(stopped(stopping.clone()))
+            .await
+    };
+    let gateway = async {
+        let Some((listener, config)) = gateway else {
+            return Ok(());
+        };
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            upstream = %config.upstream_origin(),
+            "keyward gateway listening"
+        );
+        let router = gateway::router(state.clone(), config)?;
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stopping.clone()))
+        .await
+        .context("serving the gateway")
+    };
+    let (api, gateway): (std::io::Result<()>, anyhow::Result<()>) = tokio::join!(api, gateway);
+    let result = api.context("serving HTTP").and(gateway);
     flusher.abort();
     let _ = stop_usage.send(true);
     if let Err(error) = usage_writer.await {
@@ -221,7 +276,7 @@ async fn serve(
         tracing::warn!(%error, "final last_used_at flush failed");
     }
     state.store.close().await;
-    result.context("serving HTTP")
+    result
 }
 
 /// `keyward migrate`: connects and applies any pending migrations, then returns.
@@ -246,9 +301,10 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let config = with_bound_address(config, listener.local_addr()?);
     let public_url = config.public_url.clone();
     let database = keyward_store::redact_url(&config.database_url);
+    let gateway = bind_gateway(&config).await?;
     let state = build_state(config, clock).await?;
     tracing::info!(addr = %listener.local_addr()?, %public_url, %database, "keyward listening");
-    serve(listener, state, shutdown_signal()).await?;
+    serve(listener, gateway, state, shutdown_signal()).await?;
     tracing::info!("keyward stopped");
     Ok(())
 }

@@ -41,34 +41,53 @@ fn request_id(request: &Request) -> String {
         })
 }
 
+/// The request id, for handlers that pass it on (the gateway sends it upstream).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The API's middleware: every request is cut at [`request_deadline`].
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request_id(&request);
-    let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let deadline = request_deadline(&state);
+    observe_as(state, request, next, route, Some(deadline)).await
+}
+
+/// The gateway's middleware: no overall deadline, since a proxied request lasts as long as
+/// its upload and download; the gateway bounds its own database and upstream waits. Every
+/// gateway request has one metrics route, `gateway`, so paths never become label values.
+pub async fn observe_gateway(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    observe_as(state, request, next, "gateway".to_owned(), None).await
+}
+
+async fn observe_as(
+    state: AppState,
+    mut request: Request,
+    next: Next,
+    route: String,
+    deadline: Option<Duration>,
+) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().as_str().to_owned();
     // The path, never the query string: a credential mistakenly put in a URL stays out of logs.
     let span = tracing::info_span!("request", request_id = %id, %method, %route, path = %request.uri().path());
-    let deadline = request_deadline(&state);
-    let response =
-        match tokio::time::timeout(deadline, next.run(request).instrument(span.clone())).await {
+    let running = next.run(request).instrument(span.clone());
+    let response = match deadline {
+        None => running.await,
+        Some(deadline) => match tokio::time::timeout(deadline, running).await {
             Ok(response) => response,
-            Err(_) => span.in_scope(|| {
-                ApiError {
-                    cause: Some(format!(
-                        "no answer within {deadline:?}: the database went silent"
-                    )),
-                    ..ApiError::new(
-                        ErrorCode::Unavailable,
-                        "The database did not answer in time; try again shortly.",
-                    )
-                }
-                .into_response()
-            }),
-        };
+            Err(_) => span.in_scope(|| silent_database(deadline).into_response()),
+        },
+    };
     let mut response = finish(response, &id);
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -88,11 +107,24 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     response
 }
 
+/// 503 `unavailable` for a request cut at its deadline.
+pub(crate) fn silent_database(deadline: Duration) -> ApiError {
+    ApiError {
+        cause: Some(format!(
+            "no answer within {deadline:?}: the database went silent"
+        )),
+        ..ApiError::new(
+            ErrorCode::Unavailable,
+            "The database did not answer in time; try again shortly.",
+        )
+    }
+}
+
 /// The longest a request may take. Every request's slow part is the database, which is bounded
 /// by waiting for a connection plus running a statement; past both (and a margin for password
 /// hashing), the database has gone silent without closing the connection, which no driver
 /// timeout catches, so the request is cut and answered 503 `unavailable` rather than hanging.
-fn request_deadline(state: &AppState) -> Duration {
+pub(crate) fn request_deadline(state: &AppState) -> Duration {
     state.config.pool.connect_timeout + state.config.pool.statement_timeout + Duration::from_secs(2)
 }
 

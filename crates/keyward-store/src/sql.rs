@@ -759,7 +759,7 @@ macro_rules! usage_sums {
     () => {
         "SELECT day, CAST(SUM(total) AS BIGINT) AS total, \
          CAST(SUM(succeeded) AS BIGINT) AS succeeded, CAST(SUM(failed) AS BIGINT) AS failed, \
-         CAST(SUM(duration_ms_sum) AS BIGINT) AS duration_ms_sum, \
+         CAST(SUM(duration_us_sum) AS BIGINT) AS duration_us_sum, \
          CAST(SUM(completed) AS BIGINT) AS completed \
          FROM usage_daily WHERE tenant_id = $1 AND day >= $2 AND day <= $3 "
     };
@@ -784,13 +784,13 @@ impl UsageStore for SqlStore {
         for delta in sorted {
             sqlx::query(
                 "INSERT INTO usage_daily \
-                 (tenant_id, key_id, day, total, succeeded, failed, duration_ms_sum, completed) \
+                 (tenant_id, key_id, day, total, succeeded, failed, duration_us_sum, completed) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (tenant_id, key_id, day) DO UPDATE SET \
                  total = usage_daily.total + excluded.total, \
                  succeeded = usage_daily.succeeded + excluded.succeeded, \
                  failed = usage_daily.failed + excluded.failed, \
-                 duration_ms_sum = usage_daily.duration_ms_sum + excluded.duration_ms_sum, \
+                 duration_us_sum = usage_daily.duration_us_sum + excluded.duration_us_sum, \
                  completed = usage_daily.completed + excluded.completed",
             )
             .bind(delta.tenant_id.as_str())
@@ -799,7 +799,7 @@ impl UsageStore for SqlStore {
             .bind(delta.total)
             .bind(delta.succeeded)
             .bind(delta.failed)
-            .bind(delta.duration_ms_sum)
+            .bind(delta.duration_us_sum)
             .bind(delta.completed)
             .execute(&mut *tx)
             .await
@@ -837,7 +837,7 @@ impl UsageStore for SqlStore {
                     total: get(row, "total")?,
                     succeeded: get(row, "succeeded")?,
                     failed: get(row, "failed")?,
-                    duration_ms_sum: get(row, "duration_ms_sum")?,
+                    duration_us_sum: get(row, "duration_us_sum")?,
                     completed: get(row, "completed")?,
                 })
             })

@@ -47,6 +47,9 @@ macro_rules! suite {
         mod device {
             include!("device.rs");
         }
+        mod gateway {
+            include!("gateway.rs");
+        }
         mod instances {
             include!("instances.rs");
         }

@@ -101,8 +101,8 @@ async fn verify_calls_are_counted_by_outcome_and_unknown_keys_are_not() {
     assert!(
         answer["avg_duration_ms"]
             .as_f64()
-            .is_some_and(|ms| ms >= 0.0),
-        "{answer}"
+            .is_some_and(|ms| ms > 0.0),
+        "durations are kept in microseconds, so even a fast verify averages above 0: {answer}"
     );
     let days = answer["days"].as_array().expect("days");
     assert_eq!(days.len(), 30);
