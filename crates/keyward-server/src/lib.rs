@@ -251,11 +251,6 @@ async fn serve(
         let Some((listener, config)) = gateway else {
             return Ok(());
         };
-        tracing::info!(
-            addr = %listener.local_addr()?,
-            upstream = %config.upstream_origin(),
-            "keyward gateway listening"
-        );
         let router = gateway::router(state.clone(), config)?;
         axum::serve(
             listener,
@@ -304,6 +299,13 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let gateway = bind_gateway(&config).await?;
     let state = build_state(config, clock).await?;
     tracing::info!(addr = %listener.local_addr()?, %public_url, %database, "keyward listening");
+    if let Some((listener, config)) = &gateway {
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            upstream = %config.upstream_origin(),
+            "keyward gateway listening"
+        );
+    }
     serve(listener, gateway, state, shutdown_signal()).await?;
     tracing::info!("keyward stopped");
     Ok(())
