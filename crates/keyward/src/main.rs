@@ -27,7 +27,8 @@ use keyward_server::{Config, Overrides};
         keyward serve                              # http://127.0.0.1:7777 on ./keyward.db\n  \
         keyward login --url https://auth.example.com\n  \
         keyward keys create ci --scope read\n  \
-        keyward keys list --json\n\n\
+        keyward keys list --json\n  \
+        keyward usage --days 7\n\n\
         Client commands read KEYWARD_URL, KEYWARD_API_KEY (overrides the stored credentials, \
         for CI) and KEYWARD_CONFIG_DIR (where credentials.json lives; default \
         $XDG_CONFIG_HOME/keyward or ~/.config/keyward).\n\
@@ -52,6 +53,14 @@ enum Command {
         /// TOML settings file (see the README for every setting)
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Also open the gateway on this address: requests with a valid key or access token
+        /// are forwarded to --upstream, others get 401 [setting: gateway.listen]
+        #[arg(long, value_name = "ADDR")]
+        gateway_listen: Option<String>,
+        /// The HTTP API the gateway guards, e.g. http://127.0.0.1:8080 [setting:
+        /// gateway.upstream]
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
     },
     /// Apply pending database migrations and exit. `serve` applies them too; run this ahead of
     /// a rollout to migrate once, before the new instances start.
@@ -86,6 +95,16 @@ enum Command {
         keyward keys rotate key_… --grace-period-seconds 3600\n  \
         keyward keys revoke key_…")]
     Keys(cli::keys::KeysArgs),
+    /// Show the metered requests (verify calls, gateway requests) of your tenant or of one key
+    /// per UTC day: executions, success rate, average duration and a chart of the days
+    #[command(after_help = "Examples:\n  \
+        keyward usage                           # the last 30 days of your tenant\n  \
+        keyward usage --days 7                  # the last 7 days, today included\n  \
+        keyward usage --key key_2bX9…           # one of your keys\n  \
+        keyward usage --days 90 --json          # the API's report, for scripts\n\n\
+        In the chart, █ (green) is succeeded, ▒ (red) failed and ░ in flight; colour only on a \
+        terminal, and never when NO_COLOR is set.")]
+    Usage(cli::usage::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,10 +114,14 @@ fn main() -> ExitCode {
             listen,
             database_url,
             config,
+            gateway_listen,
+            upstream,
         } => serve(
             Overrides {
                 listen,
                 database_url,
+                gateway_listen,
+                upstream,
             },
             config,
         ),
@@ -107,8 +130,8 @@ fn main() -> ExitCode {
             config,
         } => migrate(
             Overrides {
-                listen: None,
                 database_url,
+                ..Overrides::default()
             },
             config,
         ),
@@ -116,6 +139,7 @@ fn main() -> ExitCode {
         Command::Logout(args) => cli::run(cli::auth::logout(args)),
         Command::Whoami(args) => cli::run(cli::auth::whoami(args)),
         Command::Keys(args) => cli::run(cli::keys::run(args)),
+        Command::Usage(args) => cli::run(cli::usage::run(args)),
     }
 }
 

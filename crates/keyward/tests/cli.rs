@@ -696,6 +696,7 @@ fn help_shows_examples_for_each_client_command() {
         &["keys", "list", "--help"],
         &["keys", "revoke", "--help"],
         &["keys", "rotate", "--help"],
+        &["usage", "--help"],
     ] {
         let output = keyward().args(args).output().unwrap();
         let text = String::from_utf8_lossy(&output.stdout);
@@ -707,5 +708,129 @@ fn help_shows_examples_for_each_client_command() {
     let text = String::from_utf8_lossy(&output.stdout);
     for word in ["--email", "--url", "KEYWARD_API_KEY", "credentials.json"] {
         assert!(text.contains(word), "{text}");
+    }
+}
+
+#[test]
+fn usage_reports_the_verify_calls_as_numbers_and_a_chart() {
+    let server = Server::start();
+    let session = server.register("fay@example.com");
+    let created = block_on(session.create_key(keyward_client::CreateKeyRequest {
+        name: "metered".into(),
+        scopes: Some(vec!["read".into()]),
+        ..Default::default()
+    }))
+    .unwrap();
+    let key = created.key.expose().to_owned();
+    let key_id = created.view.id.clone();
+    let user = User::new(&server);
+    user.login("fay@example.com");
+
+    // Nothing metered yet: said plainly, with no chart.
+    let run = user.run(&["usage", "--days", "7"]).ok();
+    assert!(
+        run.stdout
+            .starts_with("No metered requests in the last 7 days"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('█'), "{}", run.stdout);
+
+    // 3 succeed; 2 ask for a scope the key lacks.
+    let verifier = Client::builder(&server.url).build().unwrap();
+    for scopes in [
+        &[][..],
+        &["read"],
+        &[],
+        &["billing:write"],
+        &["billing:write"],
+    ] {
+        let answer = block_on(verifier.verify_key(&key, scopes)).unwrap();
+        let expected = if scopes.is_empty() || scopes == ["read"] {
+            VerifyCode::Valid
+        } else {
+            VerifyCode::InsufficientScope
+        };
+        assert_eq!(answer.code, expected, "{scopes:?}");
+    }
+
+    // Events are written in batches: wait until all five show.
+    let started = Instant::now();
+    let report = loop {
+        let report = user.run(&["usage", "--json"]).ok().json();
+        if report["executions"] == 5 {
+            break report;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "usage did not reach 5: {report}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(report["succeeded"], 3, "{report}");
+    assert_eq!(report["failed"], 2, "{report}");
+    assert_eq!(report["in_flight"], 0, "{report}");
+    assert_eq!(report["days"].as_array().unwrap().len(), 30, "{report}");
+    let today = report["to"].as_str().unwrap().to_owned();
+    let week = user.run(&["usage", "--days", "7", "--json"]).ok().json();
+    assert_eq!(week["days"].as_array().unwrap().len(), 7, "{week}");
+    assert_eq!(week["executions"], 5, "{week}");
+
+    // Text: the summary, one line per day, no colour (NO_COLOR is set, and stdout is a pipe).
+    let run = user.run(&["usage", "--days", "7"]).ok();
+    let text = &run.stdout;
+    assert!(
+        text.contains("5 executions, 60.0% succeeded, 2 failed, average"),
+        "{text}"
+    );
+    assert!(text.contains("tenant of fay@example.com"), "{text}");
+    let chart: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            line.get(..10).is_some_and(|date| {
+                date.bytes().enumerate().all(|(at, c)| {
+                    if at == 4 || at == 7 {
+                        c == b'-'
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                })
+            })
+        })
+        .collect();
+    assert_eq!(chart.len(), 7, "{text}");
+    let today_line = chart.last().unwrap();
+    assert!(today_line.starts_with(&today), "{text}");
+    assert!(today_line.ends_with("3 ok, 2 failed"), "{text}");
+    assert!(
+        today_line.contains('█') && today_line.contains('▒'),
+        "{text}"
+    );
+    assert!(chart[0].ends_with(" 0"), "{text}");
+    assert!(text.contains("█ succeeded"), "{text}");
+    assert!(!text.contains("\x1b["), "{text}");
+    assert!(!text.contains(&key), "no secret is printed");
+
+    // One key: the same counts.
+    let one = user.run(&["usage", "--key", &key_id, "--json"]).ok().json();
+    assert_eq!(one["executions"], 5, "{one}");
+    assert_eq!(one["succeeded"], 3, "{one}");
+    assert_eq!(one["failed"], 2, "{one}");
+    let run = user.run(&["usage", "--key", &key_id]).ok();
+    assert!(
+        run.stdout.contains(&format!("key {key_id}")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("5 executions"), "{}", run.stdout);
+
+    // An unknown key fails with a message; bad day counts are usage errors.
+    let run = user
+        .run(&["usage", "--key", "key_doesnotexist0000000000"])
+        .failed(1);
+    assert!(run.stderr.contains("keyward keys list"), "{}", run.stderr);
+    for days in ["0", "91", "many"] {
+        let run = user.run(&["usage", "--days", days]).failed(2);
+        assert!(run.stderr.contains("--days"), "{days}: {}", run.stderr);
     }
 }

@@ -1,4 +1,5 @@
-//! The client commands (`login`, `logout`, `whoami`, `keys …`): glue over `keyward-client`.
+//! The client commands (`login`, `logout`, `whoami`, `keys …`, `usage`): glue over
+//! `keyward-client`.
 //!
 //! Every command resolves its [`Context`] the same way: the URL from `--url`, else
 //! `KEYWARD_URL`, else the credentials file, else `http://127.0.0.1:7777`; the credentials from
@@ -8,6 +9,7 @@
 pub mod auth;
 pub mod keys;
 mod output;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -41,6 +41,8 @@ pub fn describe(context: &Context, error: Error) -> Failure {
             request_id,
             errors,
         } => {
+            // "Not found.: list your keys" reads badly: the next step follows a bare message.
+            let message = message.trim_end_matches('.');
             let next = match code.as_str() {
                 "missing_credentials" => format!("not logged in to {url}: run `keyward login`"),
                 "invalid_api_key" => match context.source {
