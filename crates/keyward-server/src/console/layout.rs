@@ -30,6 +30,28 @@ button.secondary{background:#fff;color:#1d2330;border-color:#c3c8d2}
 code,.code-shown{font-family:ui-monospace,Menlo,Consolas,monospace}
 .code-shown{font-size:1.4rem;letter-spacing:.15em}
 .muted{color:#5c6477;font-size:.9rem}
+nav{display:flex;gap:1.25rem;flex-wrap:wrap}
+nav a{color:#c9cfdb;text-decoration:none;padding:.2rem 0;border-bottom:2px solid transparent}
+nav a:hover,nav a[aria-current=page]{color:#fff;border-bottom-color:#7fa2ff}
+a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,.day:focus-visible{outline:3px solid #7fa2ff;outline-offset:2px}
+main.wide{max-width:72rem}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(10rem,1fr));gap:1rem;margin:0 0 1.25rem}
+.stat{border:1px solid #dfe2e8;border-radius:8px;padding:.8rem 1rem;background:#fbfbfd}
+.stat .value{display:block;font-size:1.6rem;font-weight:700}
+.stat .name{color:#5c6477;font-size:.85rem;text-transform:uppercase;letter-spacing:.05em}
+.toolbar{display:flex;flex-wrap:wrap;align-items:end;justify-content:space-between;gap:1rem;margin-bottom:1rem}
+.toolbar h1{margin:0}
+.toolbar form{display:flex;gap:.5rem;align-items:end}
+.toolbar label{margin:0 0 .25rem}
+select{padding:.45rem .6rem;font-size:1rem;border:1px solid #c3c8d2;border-radius:6px;background:#fff}
+svg.chart{width:100%;height:16rem;display:block}
+svg.chart .grid{stroke:#e4e7ed;stroke-width:1}
+svg.chart .zero{stroke:#c3c8d2;stroke-width:2}
+svg.chart .axis{font-size:11px;fill:#5c6477}
+svg.chart .day:hover .hover,svg.chart .day:focus .hover{fill:#eef2fb}
+.legend{display:flex;gap:1.25rem;flex-wrap:wrap;margin:.75rem 0 0;padding:0;list-style:none;font-size:.9rem}
+.swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.4rem;vertical-align:-.05rem}
+.empty{text-align:center;padding:2.5rem 1rem;color:#5c6477}
 "#;
 
 /// The logout button of the header: present when signed in, with its CSRF token.
@@ -37,8 +59,26 @@ pub struct SignedIn<'a> {
     pub logout_csrf: &'a str,
 }
 
+/// The console's sections, in the header of every signed-in page.
+const SECTIONS: [(&str, &str); 2] = [("/console/usage", "Usage"), ("/console/device", "Device")];
+
 /// A whole page: `title`, the header (with a logout button when signed in) and `content`.
 pub fn page(title: &str, signed_in: Option<SignedIn<'_>>, content: Markup) -> Markup {
+    shell(title, signed_in, false, None, content)
+}
+
+/// A page as wide as a table or chart needs, with `current` marked in the navigation.
+pub fn wide_page(title: &str, signed_in: SignedIn<'_>, current: &str, content: Markup) -> Markup {
+    shell(title, Some(signed_in), true, Some(current), content)
+}
+
+fn shell(
+    title: &str,
+    signed_in: Option<SignedIn<'_>>,
+    wide: bool,
+    current: Option<&str>,
+    content: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -52,6 +92,13 @@ pub fn page(title: &str, signed_in: Option<SignedIn<'_>>, content: Markup) -> Ma
             body {
                 header {
                     span.brand { "Keyward" }
+                    @if signed_in.is_some() {
+                        nav aria-label="Console" {
+                            @for (path, name) in SECTIONS {
+                                a href=(path) aria-current=[(current == Some(path)).then_some("page")] { (name) }
+                            }
+                        }
+                    }
                     @if let Some(signed_in) = signed_in {
                         form method="post" action=(LOGOUT_PATH) {
                             input type="hidden" name="csrf" value=(signed_in.logout_csrf);
@@ -59,7 +106,7 @@ pub fn page(title: &str, signed_in: Option<SignedIn<'_>>, content: Markup) -> Ma
                         }
                     }
                 }
-                main {
+                main.wide[wide] {
                     div.card { (content) }
                 }
             }

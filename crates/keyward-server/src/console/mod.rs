@@ -1,17 +1,20 @@
 //! The web console: server-rendered HTML pages under `/console` (templates in `maud`, which
 //! checks them at compile time and escapes every value). Today: sign-in, sign-out and device
-//! approval; API keys, usage and the account come next.
+//! approval, and usage; API keys and the account come next.
 //!
 //! - [`layout`]: the page every console page sits in, and the HTML answers (404, 403, 5xx);
 //! - [`session`]: the cookie session, the CSRF tokens and origin check, sign-in and sign-out;
-//! - [`device`]: `/console/device`, the `verification_uri` of the device flow.
+//! - [`device`]: `/console/device`, the `verification_uri` of the device flow;
+//! - [`usage`]: `/console/usage`, summary cards and the chart drawn by [`chart`].
 //!
 //! Pages call the core services directly, never the HTTP API. Every error here is an HTML
 //! page (SPEC §3), which the middleware leaves as it is.
 
+pub mod chart;
 pub mod device;
 pub mod layout;
 pub mod session;
+pub mod usage;
 
 use axum::response::{Redirect, Response};
 use axum::routing::{get, post};
@@ -26,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(session::login_form).post(session::login))
         .route("/logout", post(session::logout))
         .route("/device", get(device::show).post(device::decide))
+        .route("/usage", get(usage::show))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

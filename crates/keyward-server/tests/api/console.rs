@@ -807,3 +807,106 @@ async fn logout_ends_the_session_and_the_old_cookies_stop_working() {
         .await
         .expect_problem(401, "invalid_token");
 }
+
+// ---------------------------------------------------------------- usage
+
+const USAGE: &str = "/console/usage";
+
+/// The text of the element carrying `data-stat="name"`.
+fn stat(page: &str, name: &str) -> String {
+    let marker = format!(r#"data-stat="{name}">"#);
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} card: {page}"))
+        + marker.len();
+    page[start..start + page[start..].find('<').expect("end")].to_owned()
+}
+
+#[tokio::test]
+async fn the_usage_page_shows_the_same_numbers_as_the_api() {
+    let app = spawn_app().await;
+    let (ada, browser) = signed_in(&app, "ada@example.com").await;
+    let empty = get(&app, &browser, USAGE).await;
+    let text = empty.expect_html(200);
+    assert!(text.contains("No requests yet"), "{text}");
+    assert_eq!(stat(text, "Executions"), "0");
+    assert_eq!(stat(text, "Success rate"), "—");
+    assert!(
+        text.contains(r#"aria-current="page""#),
+        "the section is marked: {text}"
+    );
+
+    let created = app
+        .create_key(&ada, json!({"name": "reader", "scopes": ["read"]}))
+        .await;
+    let key = created["key"].as_str().expect("key").to_owned();
+    let key_id = created["id"].as_str().expect("id").to_owned();
+    for _ in 0..3 {
+        assert_eq!(app.verify(&key, None).await["code"], "VALID");
+    }
+    assert_eq!(
+        app.verify(&key, Some(json!(["write"]))).await["code"],
+        "INSUFFICIENT_SCOPE"
+    );
+    let auth = Auth::Bearer(&ada.access_token);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let api = loop {
+        let api = app.get("/v1/usage", auth).await.expect(200).clone();
+        if api["executions"] == 4 {
+            break api;
+        }
+        assert!(std::time::Instant::now() < deadline, "{api}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let page = get(&app, &browser, USAGE).await;
+    let text = page.expect_html(200);
+    assert_eq!(stat(text, "Executions"), "4");
+    assert_eq!(stat(text, "Success rate"), "75.0%");
+    assert!(stat(text, "Avg duration").ends_with(" ms"), "{text}");
+    assert_eq!(text.matches(r#"<g class="day""#).count(), 30);
+    let today = api["to"].as_str().expect("to");
+    assert!(
+        text.contains(&format!(
+            r#"data-date="{today}" data-total="4" data-succeeded="3" data-failed="1""#
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "<title>{today}: 4 requests (3 succeeded, 1 failed)</title>"
+    )));
+    assert!(
+        text.contains(&format!(r#"<option value="{key_id}">reader</option>"#)),
+        "{text}"
+    );
+    assert!(!text.contains(&key), "the key itself is never on a page");
+
+    // The filter: this key, another user's key (not offered, says so), and all keys again.
+    let one = get(&app, &browser, &format!("{USAGE}?key_id={key_id}")).await;
+    let text = one.expect_html(200);
+    assert!(
+        text.contains(&format!(r#"<option value="{key_id}" selected>"#)),
+        "{text}"
+    );
+    assert_eq!(stat(text, "Executions"), "4");
+    let bob = app.register("bob@example.com").await;
+    let bobs = app.create_key(&bob, json!({"name": "bobs"})).await;
+    let foreign = get(
+        &app,
+        &browser,
+        &format!("{USAGE}?key_id={}", bobs["id"].as_str().expect("id")),
+    )
+    .await;
+    let text = foreign.expect_html(404);
+    assert!(text.contains("not one of yours"), "{text}");
+    assert!(!text.contains("bobs"), "{text}");
+    get(&app, &browser, &format!("{USAGE}?key_id="))
+        .await
+        .expect_html(200);
+}
+
+#[tokio::test]
+async fn the_usage_page_needs_a_session() {
+    let app = spawn_app().await;
+    let page = get(&app, &browser(), USAGE).await;
+    assert_eq!(page.expect_redirect(), "/console/login?next=/console/usage");
+}
