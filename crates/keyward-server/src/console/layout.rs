@@ -1,5 +1,6 @@
-//! The page layout every console page shares: the header, a small embedded style sheet (no
-//! external assets, no JavaScript) and the security headers of an HTML answer.
+//! The page layout every console page shares: the header and navigation, a small embedded
+//! style sheet, the one small script (served from this origin; every page works without it)
+//! and the security headers of an HTML answer.
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, RETRY_AFTER};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -52,7 +53,63 @@ svg.chart .day:hover .hover,svg.chart .day:focus .hover{fill:#eef2fb}
 .legend{display:flex;gap:1.25rem;flex-wrap:wrap;margin:.75rem 0 0;padding:0;list-style:none;font-size:.9rem}
 .swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.4rem;vertical-align:-.05rem}
 .empty{text-align:center;padding:2.5rem 1rem;color:#5c6477}
+a.button{display:inline-block;font-size:1rem;padding:.5rem 1.1rem;border-radius:6px;border:1px solid #2f5bd3;background:#2f5bd3;color:#fff;text-decoration:none}
+a.button.secondary,button.secondary{background:#fff;color:#1d2330;border-color:#c3c8d2}
+button.danger{background:#b42318;border-color:#b42318}
+a.danger{color:#b42318;font-weight:600}
+.table-wrap{overflow-x:auto}
+table{width:100%;border-collapse:collapse;font-size:.95rem}
+th,td{text-align:left;padding:.55rem .6rem;border-bottom:1px solid #e4e7ed;white-space:nowrap}
+th{font-size:.8rem;text-transform:uppercase;letter-spacing:.05em;color:#5c6477}
+.status{font-size:.8rem;padding:.1rem .5rem;border-radius:999px;background:#e9f7ef;color:#1b5e36}
+.status.revoked{background:#fdecec;color:#8a1c1c}
+.status.expired{background:#f1f2f5;color:#4a5163}
+.backdrop{position:fixed;inset:0;background:rgba(20,24,33,.45)}
+dialog{position:fixed;top:8vh;margin:0 auto;max-width:32rem;width:calc(100% - 2rem);border:0;border-radius:10px;padding:1.5rem 1.75rem;box-shadow:0 10px 40px rgba(0,0,0,.25);z-index:10;max-height:84vh;overflow:auto}
+dialog h2{margin:0 0 .75rem;font-size:1.2rem}
+fieldset{border:0;padding:0;margin:.75rem 0 0}
+legend{font-weight:600;margin-bottom:.25rem;padding:0}
+label.choice{font-weight:400;margin:.2rem 0}
+.field-error{color:#8a1c1c;margin:.25rem 0 0;font-size:.9rem}
+input[aria-invalid=true]{border-color:#b42318}
+.secret{display:flex;gap:.5rem;align-items:center;background:#f6f7f9;border:1px solid #dfe2e8;border-radius:6px;padding:.6rem .7rem;margin:1rem 0}
+.secret code{flex:1;word-break:break-all;font-size:.95rem}
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+@media (max-width:40rem){header{flex-wrap:wrap;gap:.5rem;padding:.75rem 1rem}main{margin:1.25rem auto}.card{padding:1.1rem 1rem}th,td{padding:.45rem .4rem}}
 "#;
+
+/// The console's one script: the Copy button of the show-once dialog. Served from this origin
+/// (`script-src 'self'`), so the CSP still forbids inline script; without it every page still
+/// works, the key can be selected and copied by hand.
+const SCRIPT: &str = r#"document.addEventListener("click", function (event) {
+  var button = event.target.closest("[data-copy]");
+  if (!button) return;
+  var source = document.getElementById(button.getAttribute("data-copy"));
+  if (!source || !navigator.clipboard) return;
+  navigator.clipboard.writeText(source.textContent.trim()).then(function () {
+    button.textContent = "Copied";
+  });
+});
+"#;
+
+/// `GET /console/assets/console.js`.
+pub async fn script() -> Response {
+    let mut response = SCRIPT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
 
 /// The logout button of the header: present when signed in, with its CSRF token.
 pub struct SignedIn<'a> {
@@ -60,7 +117,11 @@ pub struct SignedIn<'a> {
 }
 
 /// The console's sections, in the header of every signed-in page.
-const SECTIONS: [(&str, &str); 2] = [("/console/usage", "Usage"), ("/console/device", "Device")];
+const SECTIONS: [(&str, &str); 3] = [
+    ("/console/api-keys", "API keys"),
+    ("/console/usage", "Usage"),
+    ("/console/device", "Device"),
+];
 
 /// A whole page: `title`, the header (with a logout button when signed in) and `content`.
 pub fn page(title: &str, signed_in: Option<SignedIn<'_>>, content: Markup) -> Markup {
@@ -88,6 +149,7 @@ fn shell(
                 meta name="robots" content="noindex";
                 title { (title) " · Keyward" }
                 style { (PreEscaped(STYLE)) }
+                script src="/console/assets/console.js" defer {}
             }
             body {
                 header {
@@ -137,7 +199,7 @@ pub fn html(status: StatusCode, markup: Markup) -> Response {
     headers.insert(
         HeaderName::from_static("content-security-policy"),
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     response
@@ -170,7 +232,7 @@ pub fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "Page not found",
         "There is no console page at this address.",
-        ("/console/device", "Go to device approval"),
+        ("/console", "Go to the console"),
     )
 }
 
@@ -180,7 +242,7 @@ pub fn forbidden() -> Response {
         StatusCode::FORBIDDEN,
         "Request refused",
         "This form was not sent from a Keyward console page, or it has expired. Nothing was changed; reload the page and try again.",
-        ("/console/device", "Back to the console"),
+        ("/console", "Back to the console"),
     )
 }
 
@@ -190,7 +252,7 @@ pub fn bad_form() -> Response {
         StatusCode::BAD_REQUEST,
         "Bad request",
         "The form could not be read. Reload the page and try again.",
-        ("/console/device", "Back to the console"),
+        ("/console", "Back to the console"),
     )
 }
 
@@ -204,7 +266,7 @@ pub fn server_error(error: keyward_core::CoreError) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service unavailable",
                 "The database is unreachable. Try again shortly.",
-                ("/console/device", "Try again"),
+                ("/console", "Try again"),
             )
         }
         other => {
@@ -213,7 +275,7 @@ pub fn server_error(error: keyward_core::CoreError) -> Response {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
                 "Something went wrong on our side. Try again; if it persists, tell your administrator the time it happened.",
-                ("/console/device", "Back to the console"),
+                ("/console", "Back to the console"),
             )
         }
     }

@@ -1,10 +1,12 @@
 //! The web console: server-rendered HTML pages under `/console` (templates in `maud`, which
 //! checks them at compile time and escapes every value). Today: sign-in, sign-out and device
-//! approval, and usage; API keys and the account come next.
+//! approval, API keys and usage; the account page comes next.
 //!
 //! - [`layout`]: the page every console page sits in, and the HTML answers (404, 403, 5xx);
 //! - [`session`]: the cookie session, the CSRF tokens and origin check, sign-in and sign-out;
 //! - [`device`]: `/console/device`, the `verification_uri` of the device flow;
+//! - [`keys`]: `/console/api-keys`, the keys table with the create, show-once and revoke
+//!   dialogs;
 //! - [`usage`]: `/console/usage`, summary cards and the chart drawn by [`chart`].
 //!
 //! Pages call the core services directly, never the HTTP API. Every error here is an HTML
@@ -12,6 +14,7 @@
 
 pub mod chart;
 pub mod device;
+pub mod keys;
 pub mod layout;
 pub mod session;
 pub mod usage;
@@ -30,13 +33,16 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(session::logout))
         .route("/device", get(device::show).post(device::decide))
         .route("/usage", get(usage::show))
+        .route("/api-keys", get(keys::show).post(keys::create))
+        .route("/api-keys/revoke", post(keys::revoke))
+        .route("/assets/console.js", get(layout::script))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-/// `/console`: the only page today is device approval.
+/// `/console`: the keys page, where most visits are headed.
 async fn index() -> Redirect {
-    Redirect::to(device::DEVICE_PATH)
+    Redirect::to(keys::KEYS_PATH)
 }
 
 async fn not_found() -> Response {
@@ -48,6 +54,6 @@ async fn method_not_allowed() -> Response {
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "Method not allowed",
         "This console page does not take that kind of request.",
-        (device::DEVICE_PATH, "Go to device approval"),
+        ("/console", "Go to the console"),
     )
 }

@@ -38,7 +38,7 @@ pub const LOGIN_CSRF_COOKIE: &str = "kw_console_login";
 pub const LOGIN_PATH: &str = "/console/login";
 pub const LOGOUT_PATH: &str = "/console/logout";
 /// Where a sign-in goes when no (acceptable) `next` was given.
-pub const DEFAULT_NEXT: &str = "/console/device";
+pub const DEFAULT_NEXT: &str = "/console/api-keys";
 const LOGIN_CSRF_MAX_AGE_SECONDS: i64 = 1800;
 
 /// The purposes a CSRF token is bound to: a token for one form is refused by another.
@@ -46,6 +46,7 @@ pub mod purpose {
     pub const LOGIN: &str = "login";
     pub const LOGOUT: &str = "logout";
     pub const DEVICE: &str = "device";
+    pub const KEYS: &str = "keys";
 }
 
 // ---------------------------------------------------------------- cookies

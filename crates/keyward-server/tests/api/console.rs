@@ -10,6 +10,7 @@ use super::kit::*;
 
 const LOGIN: &str = "/console/login";
 const DEVICE: &str = "/console/device";
+const KEYS: &str = "/console/api-keys";
 const LOGOUT: &str = "/console/logout";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -279,7 +280,7 @@ async fn cookies_are_secure_when_public_url_is_https() {
     let foreign = Page::read(send("http://127.0.0.1").await.expect("sent")).await;
     foreign.expect_html(403);
     let own = Page::read(send("https://auth.example.com").await.expect("sent")).await;
-    assert_eq!(own.expect_redirect(), DEVICE);
+    assert_eq!(own.expect_redirect(), KEYS);
     let access = own.set_cookie("kw_console_access").expect("session cookie");
     assert!(access.contains("; Secure"), "{access}");
 }
@@ -324,7 +325,7 @@ async fn login_sets_httponly_session_cookies_and_opens_the_console() {
     app.register("ada@example.com").await;
     let browser = browser();
     let reply = sign_in(&app, &browser, "ada@example.com", None).await;
-    assert_eq!(reply.expect_redirect(), DEVICE);
+    assert_eq!(reply.expect_redirect(), KEYS);
     for name in ["kw_console_access", "kw_console_refresh"] {
         let cookie = reply
             .set_cookie(name)
@@ -405,7 +406,7 @@ async fn the_login_form_needs_its_csrf_token_and_a_same_origin() {
             .expect("sent"),
     )
     .await;
-    assert_eq!(reply.expect_redirect(), DEVICE);
+    assert_eq!(reply.expect_redirect(), KEYS);
     assert!(reply.set_cookie("kw_console_access").is_some());
 }
 
@@ -420,7 +421,7 @@ async fn next_is_followed_only_within_the_console() {
         "/v1/auth/me",
     ] {
         let reply = sign_in(&app, &browser(), "ada@example.com", Some(evil)).await;
-        assert_eq!(reply.expect_redirect(), DEVICE, "next={evil}");
+        assert_eq!(reply.expect_redirect(), KEYS, "next={evil}");
     }
     let reply = sign_in(
         &app,
@@ -731,7 +732,7 @@ async fn unknown_console_paths_answer_an_html_404() {
     api.expect_problem(404, "not_found");
     // /console itself leads to the device page.
     let index = get(&app, &browser(), "/console").await;
-    assert_eq!(index.expect_redirect(), DEVICE);
+    assert_eq!(index.expect_redirect(), KEYS);
 }
 
 #[tokio::test]
@@ -909,4 +910,219 @@ async fn the_usage_page_needs_a_session() {
     let app = spawn_app().await;
     let page = get(&app, &browser(), USAGE).await;
     assert_eq!(page.expect_redirect(), "/console/login?next=/console/usage");
+}
+
+// ---------------------------------------------------------------- API keys
+
+const REVOKE: &str = "/console/api-keys/revoke";
+
+/// The text of the `<code id="new-key">` of the show-once dialog.
+fn shown_key(page: &str) -> String {
+    let marker = r#"<code id="new-key" data-secret>"#;
+    let start = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("no new key: {page}"))
+        + marker.len();
+    page[start..start + page[start..].find('<').expect("end")].to_owned()
+}
+
+async fn create_through_the_dialog(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    fields: &[(&str, &str)],
+) -> Page {
+    let dialog = get(app, browser, &format!("{KEYS}?create")).await;
+    dialog.expect_html(200);
+    let csrf = dialog.form_field(KEYS, "csrf");
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    post(app, browser, KEYS, &form).await
+}
+
+#[tokio::test]
+async fn a_key_made_in_the_console_is_shown_once_and_works() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let empty = get(&app, &browser, KEYS).await;
+    let text = empty.expect_html(200);
+    assert!(text.contains("No API keys yet"), "{text}");
+    assert!(
+        text.contains(r#"href="/console/api-keys?create""#),
+        "{text}"
+    );
+
+    let created = create_through_the_dialog(
+        &app,
+        &browser,
+        &[
+            ("name", "ci-deploy"),
+            ("expires", "30"),
+            ("description", "the deploy job"),
+            ("scope", "read"),
+        ],
+    )
+    .await;
+    let text = created.expect_html(201);
+    assert!(text.contains("Save your API key"), "{text}");
+    assert!(text.contains("cannot be shown again"), "{text}");
+    assert!(text.contains(r#"data-copy="new-key""#), "{text}");
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let key = shown_key(text);
+    assert!(key.starts_with("kw_"), "{key}");
+
+    // The key works, with the scope chosen.
+    let me = app.get("/v1/auth/me", Auth::Bearer(&key)).await;
+    me.expect(200);
+    let verified = app.verify(&key, Some(json!(["write"]))).await;
+    assert_eq!(verified["code"], "INSUFFICIENT_SCOPE");
+    assert_eq!(verified["scopes"], json!(["read"]));
+    assert!(verified["expires_at"].is_string(), "30 days: {verified}");
+
+    // After Done the key is nowhere: the list shows it masked.
+    let list = get(&app, &browser, KEYS).await;
+    let text = list.expect_html(200);
+    assert!(!text.contains(&key), "the full key is on the list page");
+    assert!(text.contains("ci-deploy"), "{text}");
+    assert!(
+        text.contains(&format!("{}…{}", &key[..8], &key[key.len() - 4..])),
+        "{text}"
+    );
+    assert!(text.contains("Never"), "never used yet: {text}");
+    assert!(text.contains(">read<"), "{text}");
+}
+
+#[tokio::test]
+async fn the_create_dialog_shows_the_apis_errors_inline_and_keeps_the_input() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let refused = create_through_the_dialog(
+        &app,
+        &browser,
+        &[
+            ("name", "9lives"),
+            ("expires", "never"),
+            ("description", "kept"),
+            ("scope", "write"),
+        ],
+    )
+    .await;
+    let text = refused.expect_html(422);
+    assert!(text.contains(r#"aria-invalid="true""#), "{text}");
+    assert!(text.contains(r#"class="field-error""#), "{text}");
+    assert!(
+        text.contains(r#"value="9lives""#),
+        "the typed name is kept: {text}"
+    );
+    assert!(text.contains(r#"value="kept""#), "{text}");
+    assert!(text.contains(r#"value="write" checked"#), "{text}");
+    let odd =
+        create_through_the_dialog(&app, &browser, &[("name", "ok"), ("expires", "soon")]).await;
+    assert!(odd.expect_html(422).contains("offered durations"));
+    let odd = create_through_the_dialog(&app, &browser, &[("name", "ok"), ("scope", "root")]).await;
+    assert!(odd.expect_html(422).contains("read, write or admin"));
+    assert!(get(&app, &browser, KEYS)
+        .await
+        .expect_html(200)
+        .contains("No API keys yet"));
+}
+
+#[tokio::test]
+async fn the_key_limit_is_explained() {
+    let app = spawn_app_with(|settings| settings.keys.max_per_user = 1).await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    create_through_the_dialog(&app, &browser, &[("name", "first")])
+        .await
+        .expect_html(201);
+    let second = create_through_the_dialog(&app, &browser, &[("name", "second")]).await;
+    let text = second.expect_html(409);
+    assert!(text.contains("the most one user may have"), "{text}");
+}
+
+#[tokio::test]
+async fn revoking_asks_first_then_the_key_stops_working() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let created = create_through_the_dialog(&app, &browser, &[("name", "doomed")]).await;
+    let key = shown_key(created.expect_html(201));
+    let list = get(&app, &browser, KEYS).await;
+    let text = list.expect_html(200);
+    let marker = "/console/api-keys?revoke=";
+    let start = text.find(marker).expect("revoke link") + marker.len();
+    let id = text[start..start + text[start..].find('"').expect("end")].to_owned();
+
+    let confirm = get(&app, &browser, &format!("{KEYS}?revoke={id}")).await;
+    let text = confirm.expect_html(200);
+    assert!(text.contains("Revoke doomed?"), "{text}");
+    assert!(text.contains("cannot be undone"), "{text}");
+    let csrf = confirm.form_field(REVOKE, "csrf");
+
+    // Without the token nothing happens.
+    post(&app, &browser, REVOKE, &[("id", id.as_str())])
+        .await
+        .expect_html(403);
+    app.get("/v1/auth/me", Auth::Bearer(&key)).await.expect(200);
+
+    let done = post(
+        &app,
+        &browser,
+        REVOKE,
+        &[("csrf", csrf.as_str()), ("id", id.as_str())],
+    )
+    .await;
+    assert_eq!(done.expect_redirect(), format!("{KEYS}?revoked={id}"));
+    app.get("/v1/auth/me", Auth::Bearer(&key))
+        .await
+        .expect_problem(401, "invalid_api_key");
+    let after = get(&app, &browser, &format!("{KEYS}?revoked={id}")).await;
+    let text = after.expect_html(200);
+    assert!(text.contains("is revoked"), "{text}");
+    assert!(text.contains(r#"class="status revoked""#), "{text}");
+    assert!(
+        !text.contains(&format!("?revoke={id}")),
+        "no Revoke button on a revoked key"
+    );
+    // Confirming again, or another user's key, is not found.
+    get(&app, &browser, &format!("{KEYS}?revoke={id}"))
+        .await
+        .expect_html(404);
+}
+
+#[tokio::test]
+async fn another_users_key_cannot_be_revoked_from_the_console() {
+    let app = spawn_app().await;
+    let (_, browser) = signed_in(&app, "ada@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let bobs = app.create_key(&bob, json!({"name": "bobs"})).await;
+    let id = bobs["id"].as_str().expect("id");
+    get(&app, &browser, &format!("{KEYS}?revoke={id}"))
+        .await
+        .expect_html(404);
+    let page = get(&app, &browser, &format!("{KEYS}?create")).await;
+    let csrf = page.form_field(KEYS, "csrf");
+    let refused = post(
+        &app,
+        &browser,
+        REVOKE,
+        &[("csrf", csrf.as_str()), ("id", id)],
+    )
+    .await;
+    assert_eq!(refused.expect_redirect(), format!("{KEYS}?revoke={id}"));
+    let key = bobs["key"].as_str().expect("key");
+    app.get("/v1/auth/me", Auth::Bearer(key)).await.expect(200);
+}
+
+#[tokio::test]
+async fn the_keys_page_needs_a_session_and_the_copy_script_is_served() {
+    let app = spawn_app().await;
+    let page = get(&app, &browser(), KEYS).await;
+    assert_eq!(
+        page.expect_redirect(),
+        "/console/login?next=/console/api-keys"
+    );
+    let script = get(&app, &browser(), "/console/assets/console.js").await;
+    assert_eq!(script.status, 200);
+    assert!(script
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("text/javascript")));
+    assert!(script.text.contains("clipboard"));
 }
