@@ -4,6 +4,7 @@
 //!
 //! - [`layout`]: the page every console page sits in, and the HTML answers (404, 403, 5xx);
 //! - [`session`]: the cookie session, the CSRF tokens and origin check, sign-in and sign-out;
+//! - [`signup`]: `/console/signup`, registration through the API's own validation;
 //! - [`device`]: `/console/device`, the `verification_uri` of the device flow;
 //! - [`keys`]: `/console/api-keys`, the keys table with the create, show-once and revoke
 //!   dialogs;
@@ -17,6 +18,7 @@ pub mod device;
 pub mod keys;
 pub mod layout;
 pub mod session;
+pub mod signup;
 pub mod usage;
 
 use axum::response::{Redirect, Response};
@@ -31,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(index))
         .route("/login", get(session::login_form).post(session::login))
         .route("/logout", post(session::logout))
+        .route("/signup", get(signup::form).post(signup::submit))
         .route("/device", get(device::show).post(device::decide))
         .route("/usage", get(usage::show))
         .route("/api-keys", get(keys::show).post(keys::create))

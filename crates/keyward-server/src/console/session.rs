@@ -69,7 +69,12 @@ fn is_secure(state: &AppState) -> bool {
 }
 
 /// A `Set-Cookie` value with the console's attributes; `max_age` 0 deletes the cookie.
-fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
+pub(super) fn set_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: i64,
+) -> Option<HeaderValue> {
     let secure = if is_secure(state) { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/console; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
@@ -82,7 +87,7 @@ fn session_max_age(state: &AppState) -> i64 {
 }
 
 /// The cookies of a fresh token pair.
-fn session_cookies(state: &AppState, access: &str, refresh: &str) -> Vec<HeaderValue> {
+pub(super) fn session_cookies(state: &AppState, access: &str, refresh: &str) -> Vec<HeaderValue> {
     let max_age = session_max_age(state);
     [
         set_cookie(state, ACCESS_COOKIE, access, max_age),
@@ -341,7 +346,7 @@ pub struct CsrfForm {
 
 /// A pre-session CSRF key: the request's login cookie when well-formed, else a fresh one (and
 /// the cookie to set).
-fn login_key(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+pub(super) fn login_key(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
     match cookie(headers, LOGIN_CSRF_COOKIE)
         .filter(|value| value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric()))
     {
@@ -380,6 +385,7 @@ fn login_page(
                     input #password type="password" name="password" autocomplete="current-password" required;
                     div.actions { button type="submit" { "Sign in" } }
                 }
+                p.muted { "New to Keyward? " a href="/console/signup" { "Create an account" } }
             },
         ),
     )

@@ -1126,3 +1126,125 @@ async fn the_keys_page_needs_a_session_and_the_copy_script_is_served() {
         .is_some_and(|v| v.starts_with("text/javascript")));
     assert!(script.text.contains("clipboard"));
 }
+
+// ---------------------------------------------------------------- sign-up
+
+const SIGNUP: &str = "/console/signup";
+
+async fn sign_up(app: &TestApp, browser: &reqwest::Client, fields: &[(&str, &str)]) -> Page {
+    let form = get(app, browser, SIGNUP).await;
+    let text = form.expect_html(200);
+    assert!(text.contains("Create account"), "{text}");
+    let csrf = form.form_field(SIGNUP, "csrf");
+    let mut body = vec![("csrf", csrf.as_str())];
+    body.extend_from_slice(fields);
+    post(app, browser, SIGNUP, &body).await
+}
+
+#[tokio::test]
+async fn signing_up_opens_the_console_signed_in() {
+    let app = spawn_app().await;
+    let browser = browser();
+    let done = sign_up(
+        &app,
+        &browser,
+        &[
+            ("email", "Ada@Example.com"),
+            ("password", PASSWORD),
+            ("tenant_name", "Analytical Engines"),
+        ],
+    )
+    .await;
+    assert_eq!(done.expect_redirect(), KEYS);
+    assert!(done.set_cookie("kw_console_refresh").is_some());
+    let keys = get(&app, &browser, KEYS).await;
+    keys.expect_html(200);
+    // The account works on the API too, with the password chosen here.
+    let login = app
+        .post(
+            "/v1/auth/login",
+            Auth::None,
+            json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let token = login.expect(200)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let tenant = app.get("/v1/tenant", Auth::Bearer(&token)).await;
+    assert_eq!(tenant.expect(200)["name"], "Analytical Engines");
+    // Signed in, the form is skipped.
+    assert_eq!(get(&app, &browser, SIGNUP).await.expect_redirect(), KEYS);
+}
+
+#[tokio::test]
+async fn sign_up_errors_are_shown_next_to_their_fields() {
+    let app = spawn_app().await;
+    app.register("taken@example.com").await;
+    let browser = browser();
+    let weak = sign_up(
+        &app,
+        &browser,
+        &[
+            ("email", "not-an-email"),
+            ("password", "password"),
+            ("name", "Ada"),
+        ],
+    )
+    .await;
+    let text = weak.expect_html(422);
+    assert_eq!(text.matches(r#"class="field-error""#).count(), 2, "{text}");
+    assert!(
+        text.contains(r#"value="not-an-email""#),
+        "the email is kept: {text}"
+    );
+    assert!(text.contains(r#"value="Ada""#), "{text}");
+    assert!(
+        !text.contains(r#"value="password""#),
+        "a password is never echoed: {text}"
+    );
+    let taken = sign_up(
+        &app,
+        &browser,
+        &[("email", "taken@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    assert!(taken.expect_html(409).contains("already registered"));
+    assert!(taken.set_cookie("kw_console_refresh").is_none());
+    // No token, no account.
+    let forged = post(
+        &app,
+        &browser,
+        SIGNUP,
+        &[("email", "eve@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    forged.expect_html(403);
+    let login = app
+        .post(
+            "/v1/auth/login",
+            Auth::None,
+            json!({"email": "eve@example.com", "password": PASSWORD}),
+        )
+        .await;
+    login.expect_problem(401, "invalid_credentials");
+}
+
+#[tokio::test]
+async fn a_key_minted_at_sign_up_is_shown_once() {
+    let app = spawn_app_with(|settings| settings.keys.create_on_register = true).await;
+    let browser = browser();
+    let done = sign_up(
+        &app,
+        &browser,
+        &[("email", "ada@example.com"), ("password", PASSWORD)],
+    )
+    .await;
+    let text = done.expect_html(201);
+    let marker = r#"<code id="new-key" data-secret>"#;
+    let start = text.find(marker).expect("the key") + marker.len();
+    let key = &text[start..start + text[start..].find('<').expect("end")];
+    app.get("/v1/auth/me", Auth::Bearer(key)).await.expect(200);
+    let list = get(&app, &browser, KEYS).await;
+    assert!(!list.expect_html(200).contains(key));
+}
