@@ -12,7 +12,9 @@ use crate::ids::{SessionId, TenantId, UserId};
 use crate::jwt::TokenSigner;
 use crate::keys::{record_of, KeyService, NewKeyInput};
 use crate::secret::{AccessToken, ApiKeySecret, Password, RefreshToken};
-use crate::store::{ApiKeyRecord, NewAccount, NewSession, Owner, Store, TenantRecord, UserRecord};
+use crate::store::{
+    ApiKeyRecord, NewAccount, NewSession, Owner, SessionSummary, Store, TenantRecord, UserRecord,
+};
 use crate::validate::{Email, KeyName, TenantName, UserName};
 
 #[derive(Debug, Clone)]
@@ -134,7 +136,11 @@ impl AccountService {
     /// Creates the user, their tenant (they are its owner), a first session and, when
     /// configured, a first API key: all in one transaction.
     #[tracing::instrument(skip_all)]
-    pub async fn register(&self, input: RegisterInput) -> CoreResult<Registered> {
+    pub async fn register(
+        &self,
+        input: RegisterInput,
+        device: Option<&str>,
+    ) -> CoreResult<Registered> {
         let now = self.clock.now();
         let password_hash = self.hasher.hash(&input.password).await?;
         let tenant = TenantRecord {
@@ -154,7 +160,7 @@ impl AccountService {
             password_hash,
             created_at: now,
         };
-        let (session, refresh_token) = self.new_session(&user.id, &tenant.id);
+        let (session, refresh_token) = self.new_session(&user.id, &tenant.id, device);
         let api_key = if self.config.create_key_on_register {
             let owner = Owner {
                 user_id: user.id.clone(),
@@ -193,7 +199,12 @@ impl AccountService {
 
     /// Unknown email and wrong password take the same path and answer the same.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: &Password) -> CoreResult<IssuedTokens> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &Password,
+        device: Option<&str>,
+    ) -> CoreResult<IssuedTokens> {
         let user = match Email::parse(email) {
             Ok(email) => self.store.find_user_by_email(&email).await?,
             Err(_) => None,
@@ -206,7 +217,7 @@ impl AccountService {
             Some(user) if verified => user,
             _ => return Err(CoreError::Unauthenticated(AuthFailure::InvalidCredentials)),
         };
-        let (session, refresh_token) = self.new_session(&user.id, &user.tenant_id);
+        let (session, refresh_token) = self.new_session(&user.id, &user.tenant_id, device);
         self.store.create_session(session.clone()).await?;
         self.tokens_for(&session, refresh_token)
     }
@@ -257,6 +268,27 @@ impl AccountService {
             refresh_token: fresh,
             expires_in: self.signer.ttl_seconds(),
         })
+    }
+
+    /// The caller's live sessions, most recently used first.
+    pub async fn sessions(&self, auth: &Authenticated) -> CoreResult<Vec<SessionSummary>> {
+        Ok(self
+            .store
+            .list_sessions(&auth.user_id, self.clock.now())
+            .await?)
+    }
+
+    /// Ends one of the caller's own sessions; another user's, or an ended one, is `NotFound`.
+    pub async fn end_session(&self, auth: &Authenticated, id: &SessionId) -> CoreResult<()> {
+        if self
+            .store
+            .revoke_user_session(&auth.user_id, id, self.clock.now())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound)
+        }
     }
 
     pub async fn logout(&self, auth: &Authenticated, all: bool) -> CoreResult<()> {
@@ -352,7 +384,12 @@ impl AccountService {
             .ok_or(CoreError::NotFound)
     }
 
-    fn new_session(&self, user: &UserId, tenant: &TenantId) -> (NewSession, RefreshToken) {
+    fn new_session(
+        &self,
+        user: &UserId,
+        tenant: &TenantId,
+        device: Option<&str>,
+    ) -> (NewSession, RefreshToken) {
         let now = self.clock.now();
         let refresh_token = RefreshToken::generate();
         let session = NewSession {
@@ -362,6 +399,7 @@ impl AccountService {
             refresh_token_hash: sha256(refresh_token.expose()),
             created_at: now,
             expires_at: now.plus_days(self.config.refresh_token_ttl_days),
+            device: device.and_then(device_label),
         };
         (session, refresh_token)
     }
@@ -380,5 +418,79 @@ impl AccountService {
             refresh_token,
             expires_in: self.signer.ttl_seconds(),
         })
+    }
+}
+
+/// A short, readable name for what opened a session, from its `User-Agent`: `Chrome on
+/// Linux`, `Firefox on macOS`, or the first product token (`keyward-cli/0.1.0`, `curl/8.5.0`).
+/// Written by hand: a full user-agent parser (and its database) is far more than a label on
+/// the account page needs. Only printable ASCII is kept, at most 100 characters.
+pub fn device_label(user_agent: &str) -> Option<String> {
+    let agent: String = user_agent
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .collect();
+    let agent = agent.trim();
+    if agent.is_empty() {
+        return None;
+    }
+    const BROWSERS: [(&str, &str); 7] = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("Chromium/", "Chromium"),
+        ("Chrome/", "Chrome"),
+        ("CriOS/", "Chrome"),
+        ("Safari/", "Safari"),
+    ];
+    const SYSTEMS: [(&str, &str); 7] = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("CrOS", "ChromeOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ];
+    let browser = BROWSERS
+        .iter()
+        .find(|(marker, _)| agent.contains(marker))
+        .map(|(_, name)| *name);
+    let system = SYSTEMS
+        .iter()
+        .find(|(marker, _)| agent.contains(marker))
+        .map(|(_, name)| *name);
+    let label = match (browser, system) {
+        (Some(browser), Some(system)) => format!("{browser} on {system}"),
+        (Some(browser), None) => browser.to_owned(),
+        _ => agent.split(' ').next().unwrap_or(agent).to_owned(),
+    };
+    Some(label.chars().take(100).collect())
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::device_label;
+
+    #[test]
+    fn devices_are_named_briefly() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                      HeadlessChrome/156.0.0.0 Safari/537.36";
+        assert_eq!(device_label(chrome).as_deref(), Some("Chrome on Linux"));
+        let firefox = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.1; rv:130.0) Gecko/20100101 \
+                       Firefox/130.0";
+        assert_eq!(device_label(firefox).as_deref(), Some("Firefox on macOS"));
+        let edge = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0 Safari/537.36 Edg/120.0";
+        assert_eq!(device_label(edge).as_deref(), Some("Edge on Windows"));
+        assert_eq!(
+            device_label("keyward-cli/0.1.0").as_deref(),
+            Some("keyward-cli/0.1.0")
+        );
+        assert_eq!(
+            device_label("curl/8.5.0 extra").as_deref(),
+            Some("curl/8.5.0")
+        );
+        assert_eq!(device_label("  \u{7}\n "), None);
+        assert_eq!(device_label(&"x".repeat(300)).map(|l| l.len()), Some(100));
     }
 }

@@ -54,6 +54,19 @@ pub struct NewSession {
     pub created_at: Timestamp,
     /// Absolute end of the session family, whatever its use.
     pub expires_at: Timestamp,
+    /// What the session was opened from (a shortened User-Agent).
+    pub device: Option<String>,
+}
+
+/// A live session as its user sees it on the account page.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub device: Option<String>,
+    pub created_at: Timestamp,
+    /// The sign-in or the latest refresh: an access token lives minutes, so a session in use
+    /// refreshes at least that often.
+    pub last_used_at: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +77,7 @@ pub struct SessionRecord {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +183,19 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<bool>;
     async fn revoke_session(&self, id: &SessionId, now: Timestamp) -> StoreResult<()>;
     async fn revoke_user_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<()>;
+    /// `user`'s sessions neither revoked nor expired at `now`, most recently used first.
+    async fn list_sessions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SessionSummary>>;
+    /// Revokes `id` if it is a live session of `user`; `false` otherwise.
+    async fn revoke_user_session(
+        &self,
+        user: &UserId,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
 }
 
 #[async_trait]

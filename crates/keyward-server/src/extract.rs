@@ -114,6 +114,13 @@ fn backticked(message: &str) -> Option<String> {
     Some(message[start..end].to_owned())
 }
 
+/// The `User-Agent`, which names a new session's device on the account page.
+pub(crate) fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+}
+
 /// A presented credential.
 pub(crate) enum Credential<'a> {
     AccessToken(&'a str),

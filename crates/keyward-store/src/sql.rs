@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use keyward_core::store::{
     AccountStore, ApiKeyRecord, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount, NewApiKey,
-    NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore,
+    NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore, SessionSummary,
     SigningKeyRecord, SigningKeyStore, Store, StoreError, StoreResult, TenantRecord, UsageDayRecord,
     UsageDelta, UsageStore, UserRecord,
 };
@@ -70,6 +70,7 @@ fn session_from_row(row: &DbRow) -> StoreResult<SessionRecord> {
         created_at: Timestamp(get(row, "created_at")?),
         expires_at: Timestamp(get(row, "expires_at")?),
         revoked_at: ts(get(row, "revoked_at")?),
+        device: get(row, "device")?,
     })
 }
 
@@ -103,13 +104,15 @@ async fn insert_session(
     session: &NewSession,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO sessions (id, user_id, tenant_id, created_at, expires_at, device) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(session.id.as_str())
     .bind(session.user_id.as_str())
     .bind(session.tenant_id.as_str())
     .bind(session.created_at.seconds())
     .bind(session.expires_at.seconds())
+    .bind(session.device.as_deref())
     .execute(&mut **tx)
     .await
     .map_err(map_error)?;
@@ -350,6 +353,56 @@ impl SessionStore for SqlStore {
         .await
         .map_err(map_error)?;
         Ok(())
+    }
+
+    async fn list_sessions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SessionSummary>> {
+        // The newest refresh token of a session was issued at its last sign-in or refresh.
+        let rows = sqlx::query(
+            "SELECT s.id, s.device, s.created_at, \
+             CAST(COALESCE(MAX(r.created_at), s.created_at) AS BIGINT) AS last_used_at \
+             FROM sessions s LEFT JOIN refresh_tokens r ON r.session_id = s.id \
+             WHERE s.user_id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             GROUP BY s.id, s.device, s.created_at \
+             ORDER BY last_used_at DESC, s.created_at DESC",
+        )
+        .bind(user.as_str())
+        .bind(now.seconds())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(SessionSummary {
+                    id: SessionId::from_stored(get(row, "id")?),
+                    device: get(row, "device")?,
+                    created_at: Timestamp(get(row, "created_at")?),
+                    last_used_at: Timestamp(get(row, "last_used_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_user_session(
+        &self,
+        user: &UserId,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(now.seconds())
+        .bind(id.as_str())
+        .bind(user.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

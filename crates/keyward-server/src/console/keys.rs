@@ -536,7 +536,7 @@ fn status_name(status: KeyStatus) -> &'static str {
 }
 
 /// `2026-11-22 10:00 UTC`.
-fn when(at: keyward_core::Timestamp) -> String {
+pub(super) fn when(at: keyward_core::Timestamp) -> String {
     let rfc3339 = at.to_rfc3339();
     match (rfc3339.get(..10), rfc3339.get(11..16)) {
         (Some(date), Some(time)) => format!("{date} {time} UTC"),

@@ -74,6 +74,14 @@ label.choice{font-weight:400;margin:.2rem 0}
 input[aria-invalid=true]{border-color:#b42318}
 .secret{display:flex;gap:.5rem;align-items:center;background:#f6f7f9;border:1px solid #dfe2e8;border-radius:6px;padding:.6rem .7rem;margin:1rem 0}
 .secret code{flex:1;word-break:break-all;font-size:.95rem}
+section{margin-top:1.75rem}
+section h2{font-size:1.1rem;margin:0 0 .5rem}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1.25rem;margin:0}
+dl.facts dt{color:#5c6477}
+dl.facts dd{margin:0;word-break:break-all}
+td form{margin:0}
+td form button{font-size:.85rem;padding:.25rem .7rem}
+.narrow{max-width:24rem}
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 @media (max-width:40rem){header{flex-wrap:wrap;gap:.5rem;padding:.75rem 1rem}main{margin:1.25rem auto}.card{padding:1.1rem 1rem}th,td{padding:.45rem .4rem}}
 "#;
@@ -117,10 +125,11 @@ pub struct SignedIn<'a> {
 }
 
 /// The console's sections, in the header of every signed-in page.
-const SECTIONS: [(&str, &str); 3] = [
+const SECTIONS: [(&str, &str); 4] = [
     ("/console/api-keys", "API keys"),
     ("/console/usage", "Usage"),
     ("/console/device", "Device"),
+    ("/console/account", "Account"),
 ];
 
 /// A whole page: `title`, the header (with a logout button when signed in) and `content`.

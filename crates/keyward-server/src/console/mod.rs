@@ -1,6 +1,6 @@
 //! The web console: server-rendered HTML pages under `/console` (templates in `maud`, which
 //! checks them at compile time and escapes every value). Today: sign-in, sign-out and device
-//! approval, API keys and usage; the account page comes next.
+//! approval, API keys, usage and the account.
 //!
 //! - [`layout`]: the page every console page sits in, and the HTML answers (404, 403, 5xx);
 //! - [`session`]: the cookie session, the CSRF tokens and origin check, sign-in and sign-out;
@@ -8,11 +8,13 @@
 //! - [`device`]: `/console/device`, the `verification_uri` of the device flow;
 //! - [`keys`]: `/console/api-keys`, the keys table with the create, show-once and revoke
 //!   dialogs;
+//! - [`account`]: `/console/account`, profile, sessions and the password change;
 //! - [`usage`]: `/console/usage`, summary cards and the chart drawn by [`chart`].
 //!
 //! Pages call the core services directly, never the HTTP API. Every error here is an HTML
 //! page (SPEC §3), which the middleware leaves as it is.
 
+pub mod account;
 pub mod chart;
 pub mod device;
 pub mod keys;
@@ -38,6 +40,10 @@ pub fn router() -> Router<AppState> {
         .route("/usage", get(usage::show))
         .route("/api-keys", get(keys::show).post(keys::create))
         .route("/api-keys/revoke", post(keys::revoke))
+        .route("/account", get(account::show))
+        .route("/account/sessions/end", post(account::end_session))
+        .route("/account/sessions/end-all", post(account::end_all))
+        .route("/account/password", post(account::change_password))
         .route("/assets/console.js", get(layout::script))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

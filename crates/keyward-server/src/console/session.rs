@@ -47,6 +47,7 @@ pub mod purpose {
     pub const LOGOUT: &str = "logout";
     pub const DEVICE: &str = "device";
     pub const KEYS: &str = "keys";
+    pub const ACCOUNT: &str = "account";
 }
 
 // ---------------------------------------------------------------- cookies
@@ -99,7 +100,7 @@ pub(super) fn session_cookies(state: &AppState, access: &str, refresh: &str) -> 
 }
 
 /// The cookies that end the session in the browser.
-fn clearing_cookies(state: &AppState) -> Vec<HeaderValue> {
+pub(super) fn clearing_cookies(state: &AppState) -> Vec<HeaderValue> {
     [
         set_cookie(state, ACCESS_COOKIE, "", 0),
         set_cookie(state, REFRESH_COOKIE, "", 0),
@@ -439,7 +440,11 @@ pub async fn login(
     }
     let next = safe_next(form.next.as_deref());
     let password = Password::presented(form.password.into_inner());
-    match state.accounts.login(&form.email, &password).await {
+    match state
+        .accounts
+        .login(&form.email, &password, crate::extract::user_agent(&headers))
+        .await
+    {
         Ok(tokens) => {
             let mut cookies = session_cookies(
                 &state,

@@ -86,7 +86,11 @@ pub async fn submit(
         Ok(input) => input,
         Err(errors) => return render(StatusCode::UNPROCESSABLE_ENTITY, &csrf, &form, &errors),
     };
-    match state.accounts.register(input).await {
+    match state
+        .accounts
+        .register(input, crate::extract::user_agent(&headers))
+        .await
+    {
         Ok(registered) => {
             let mut cookies = session::session_cookies(
                 &state,

@@ -1,7 +1,7 @@
 //! `/v1/auth/*` and `/v1/tenant`: accounts and sessions (SPEC §4).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keyward_core::{IssuedTokens, Password, RefreshToken, RegisterInput};
@@ -13,7 +13,7 @@ use keyward_proto::{
 
 use super::{key_view, tenant_view, user_view};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Caller, OptionalJson, SessionCaller};
+use crate::extract::{user_agent, ApiJson, Caller, OptionalJson, SessionCaller};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -42,10 +42,11 @@ fn token_pair(tokens: IssuedTokens) -> TokenPair {
               (status = 422, body = Problem), (status = 400, body = Problem)))]
 pub async fn register(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
     let input = RegisterInput::parse(request).map_err(ApiError::validation)?;
-    let registered = state.accounts.register(input).await?;
+    let registered = state.accounts.register(input, user_agent(&headers)).await?;
     let api_key = registered.api_key.map(|(key, secret)| {
         CreatedKey::new(Secret::new(secret.expose()), key_view(&state.keys, &key))
     });
@@ -66,13 +67,17 @@ pub async fn register(
               (status = 422, body = Problem)))]
 pub async fn login(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let email = request
         .email
         .ok_or_else(|| ApiError::field("email", "missing field `email` (or `username`)"))?;
     let password = Password::presented(request.password.into_inner());
-    let tokens = state.accounts.login(&email, &password).await?;
+    let tokens = state
+        .accounts
+        .login(&email, &password, user_agent(&headers))
+        .await?;
     Ok(Json(token_pair(tokens)))
 }
 

@@ -1248,3 +1248,228 @@ async fn a_key_minted_at_sign_up_is_shown_once() {
     let list = get(&app, &browser, KEYS).await;
     assert!(!list.expect_html(200).contains(key));
 }
+
+// ---------------------------------------------------------------- account
+
+const ACCOUNT: &str = "/console/account";
+const FIREFOX: &str =
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.1; rv:130.0) Gecko/20100101 Firefox/130.0";
+
+fn browser_as(user_agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .build()
+        .expect("client")
+}
+
+/// The id of the row marked "This browser".
+fn current_session(page: &str) -> String {
+    page.split(r#"data-session-id=""#)
+        .skip(1)
+        .find(|row| row[..row.find("</tr>").expect("row end")].contains("This browser"))
+        .map(|row| row[..row.find('"').expect("end")].to_owned())
+        .expect("a row marked This browser")
+}
+
+/// The `data-session-id`s of the sessions table, in order.
+fn session_ids(page: &str) -> Vec<String> {
+    page.split(r#"data-session-id=""#)
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').expect("end")].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_account_page_shows_the_profile_and_every_session() {
+    let app = spawn_app().await;
+    let ada = app.register("ada@example.com").await;
+    let laptop = browser_as(FIREFOX);
+    sign_in(&app, &laptop, "ada@example.com", None).await;
+    let phone = browser();
+    sign_in(&app, &phone, "ada@example.com", None).await;
+
+    let page = get(&app, &laptop, ACCOUNT).await;
+    let text = page.expect_html(200);
+    assert!(text.contains("ada@example.com"), "{text}");
+    assert!(text.contains(&ada.tenant_id), "{text}");
+    assert!(text.contains("Firefox on macOS"), "{text}");
+    assert!(text.contains("This browser"), "{text}");
+    // Registration's session, the laptop's and the phone's.
+    assert_eq!(session_ids(text).len(), 3, "{text}");
+    assert!(text.contains(r#"aria-current="page""#), "{text}");
+}
+
+#[tokio::test]
+async fn one_session_or_all_can_be_signed_out() {
+    let app = spawn_app().await;
+    let ada = app.register("ada@example.com").await;
+    let laptop = browser_as(FIREFOX);
+    sign_in(&app, &laptop, "ada@example.com", None).await;
+    let phone = browser();
+    sign_in(&app, &phone, "ada@example.com", None).await;
+
+    let page = get(&app, &laptop, ACCOUNT).await;
+    let text = page.expect_html(200).to_owned();
+    let csrf = page.form_field("/console/account/sessions/end-all", "csrf");
+    let phone_id = current_session(get(&app, &phone, ACCOUNT).await.expect_html(200));
+    assert!(session_ids(&text).contains(&phone_id));
+
+    // Without the token, nothing ends.
+    post(
+        &app,
+        &laptop,
+        "/console/account/sessions/end",
+        &[("id", phone_id.as_str())],
+    )
+    .await
+    .expect_html(403);
+    get(&app, &phone, ACCOUNT).await.expect_html(200);
+
+    let ended = post(
+        &app,
+        &laptop,
+        "/console/account/sessions/end",
+        &[("csrf", csrf.as_str()), ("id", phone_id.as_str())],
+    )
+    .await;
+    assert_eq!(ended.expect_redirect(), "/console/account?done=session");
+    assert_eq!(
+        get(&app, &phone, ACCOUNT).await.expect_redirect(),
+        "/console/login?next=/console/account"
+    );
+    let after = get(&app, &laptop, "/console/account?done=session").await;
+    let text = after.expect_html(200);
+    assert!(text.contains("signed out"), "{text}");
+    assert!(!session_ids(text).contains(&phone_id));
+    // Another user's session id, or an ended one, is not found.
+    let again = post(
+        &app,
+        &laptop,
+        "/console/account/sessions/end",
+        &[("csrf", csrf.as_str()), ("id", phone_id.as_str())],
+    )
+    .await;
+    again.expect_html(404);
+
+    // Everywhere: this browser, and the API session of registration.
+    let all = post(
+        &app,
+        &laptop,
+        "/console/account/sessions/end-all",
+        &[("csrf", csrf.as_str())],
+    )
+    .await;
+    assert_eq!(all.expect_redirect(), LOGIN);
+    assert_eq!(all.cookie_value("kw_console_refresh").as_deref(), Some(""));
+    assert_eq!(
+        get(&app, &laptop, ACCOUNT).await.expect_redirect(),
+        "/console/login?next=/console/account"
+    );
+    app.get("/v1/auth/me", Auth::Bearer(&ada.access_token))
+        .await
+        .expect_problem(401, "invalid_token");
+}
+
+#[tokio::test]
+async fn the_password_is_changed_with_the_current_one() {
+    let app = spawn_app().await;
+    let ada = app.register("ada@example.com").await;
+    let browser = browser();
+    sign_in(&app, &browser, "ada@example.com", None).await;
+    let page = get(&app, &browser, ACCOUNT).await;
+    page.expect_html(200);
+    let csrf = page.form_field("/console/account/password", "csrf");
+    let change = |current: &'static str, new: &'static str, confirm: &'static str| {
+        let csrf = csrf.clone();
+        let browser = browser.clone();
+        let app = &app;
+        async move {
+            post(
+                app,
+                &browser,
+                "/console/account/password",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("current_password", current),
+                    ("new_password", new),
+                    ("confirm_password", confirm),
+                ],
+            )
+            .await
+        }
+    };
+    let mismatch = change(PASSWORD, "a brand new passphrase", "a different one").await;
+    assert!(mismatch.expect_html(422).contains("does not match"));
+    let wrong = change(
+        "not my password",
+        "a brand new passphrase",
+        "a brand new passphrase",
+    )
+    .await;
+    assert!(wrong.expect_html(422).contains("is incorrect"));
+    let weak = change(PASSWORD, "password", "password").await;
+    assert!(weak.expect_html(422).contains(r#"class="field-error""#));
+    assert!(!weak.text.contains(PASSWORD), "passwords are never echoed");
+
+    let done = change(PASSWORD, "a brand new passphrase", "a brand new passphrase").await;
+    assert_eq!(done.expect_redirect(), "/console/account?done=password");
+    // This browser stays signed in; the registration's session does not.
+    get(&app, &browser, ACCOUNT).await.expect_html(200);
+    app.get("/v1/auth/me", Auth::Bearer(&ada.access_token))
+        .await
+        .expect_problem(401, "invalid_token");
+    let old = app
+        .post(
+            "/v1/auth/login",
+            Auth::None,
+            json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    old.expect_problem(401, "invalid_credentials");
+    let new = app
+        .post(
+            "/v1/auth/login",
+            Auth::None,
+            json!({"email": "ada@example.com", "password": "a brand new passphrase"}),
+        )
+        .await;
+    new.expect(200);
+}
+
+#[tokio::test]
+async fn an_api_login_names_its_device() {
+    let app = spawn_app().await;
+    app.register("ada@example.com").await;
+    let reply = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .header("user-agent", "keyward-cli/0.1.0")
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(reply.status(), 200);
+    let browser = browser();
+    sign_in(&app, &browser, "ada@example.com", None).await;
+    let text = get(&app, &browser, ACCOUNT)
+        .await
+        .expect_html(200)
+        .to_owned();
+    assert!(text.contains("keyward-cli/0.1.0"), "{text}");
+    assert!(
+        text.contains("Unknown device"),
+        "the registration sent no User-Agent: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_account_page_needs_a_session() {
+    let app = spawn_app().await;
+    let page = get(&app, &browser(), ACCOUNT).await;
+    assert_eq!(
+        page.expect_redirect(),
+        "/console/login?next=/console/account"
+    );
+}

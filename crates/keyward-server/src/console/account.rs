@@ -1,0 +1,323 @@
+//! `/console/account`: who is signed in (email, name, tenant name and id), their live sessions
+//! (device, signed in, last active) with sign-out of one or of all, and the password change.
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Form;
+use keyward_core::store::SessionSummary;
+use keyward_core::{CoreError, Password, SessionId};
+use keyward_proto::{FieldError, Secret};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::layout::{self, wide_page, SignedIn};
+use super::session::{
+    self, clearing_cookies, login_url, origin_allowed, purpose, see_other, with_cookies,
+    ConsoleSession, Resolved, LOGIN_PATH,
+};
+use crate::state::AppState;
+
+pub const ACCOUNT_PATH: &str = "/console/account";
+pub const END_SESSION_PATH: &str = "/console/account/sessions/end";
+pub const END_ALL_PATH: &str = "/console/account/sessions/end-all";
+pub const PASSWORD_PATH: &str = "/console/account/password";
+
+#[derive(Debug, Deserialize, Default)]
+pub struct AccountQuery {
+    /// `?done=…` after a change: which notice to show.
+    done: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct EndSessionForm {
+    #[serde(default)]
+    id: String,
+    csrf: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct CsrfOnly {
+    csrf: Option<String>,
+}
+
+/// The password change; every field a [`Secret`], so none reaches a log or a Debug print.
+#[derive(Debug, Deserialize, Default)]
+pub struct PasswordForm {
+    #[serde(default)]
+    current_password: Secret,
+    #[serde(default)]
+    new_password: Secret,
+    #[serde(default)]
+    confirm_password: Secret,
+    csrf: Option<String>,
+}
+
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<ConsoleSession, Response> {
+    match ConsoleSession::resolve(state, headers).await {
+        Ok(Resolved::SignedIn(session)) => Ok(session),
+        Ok(Resolved::SignedOut { cookies }) => Err(session::with_cookies(
+            see_other(&login_url(ACCOUNT_PATH)),
+            &cookies,
+        )),
+        Err(error) => Err(layout::server_error(error)),
+    }
+}
+
+/// `GET /console/account`.
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<AccountQuery>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(query)| query).unwrap_or_default();
+    let session = match signed_in(&state, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
+    };
+    let notice = match query.done.as_deref() {
+        Some("session") => Some("The session is signed out."),
+        Some("password") => Some("Your password is changed. Your other sessions are signed out."),
+        _ => None,
+    };
+    render(&state, &session, StatusCode::OK, notice, &[]).await
+}
+
+async fn render(
+    state: &AppState,
+    session: &ConsoleSession,
+    status: StatusCode,
+    notice: Option<&str>,
+    password_errors: &[FieldError],
+) -> Response {
+    let auth = &session.auth;
+    let (user, tenant) = match state.accounts.profile(&auth.user_id, &auth.tenant_id).await {
+        Ok(found) => found,
+        Err(error) => return session.respond(layout::server_error(error)),
+    };
+    let sessions = match state.accounts.sessions(auth).await {
+        Ok(sessions) => sessions,
+        Err(error) => return session.respond(layout::server_error(error)),
+    };
+    let csrf = session.csrf(purpose::ACCOUNT);
+    let logout_csrf = session.csrf(purpose::LOGOUT);
+    let content = html! {
+        h1 { "Account" }
+        @if let Some(notice) = notice {
+            p.notice.success role="status" { (notice) }
+        }
+        section aria-labelledby="profile-title" {
+            h2 #profile-title { "Profile" }
+            dl.facts {
+                dt { "Email" } dd { (user.email.as_str()) }
+                @if let Some(name) = &user.name { dt { "Name" } dd { (name) } }
+                dt { "Organization" } dd { (tenant.name) }
+                dt { "Organization id" } dd { code { (tenant.id.as_str()) } }
+            }
+        }
+        section aria-labelledby="sessions-title" {
+            h2 #sessions-title { "Sessions" }
+            p.muted { "Where you are signed in. Last active is the sign-in or the latest token refresh (every 15 minutes while in use)." }
+            (sessions_table(&sessions, &auth.session_id, &csrf))
+            form method="post" action=(END_ALL_PATH) {
+                input type="hidden" name="csrf" value=(csrf);
+                div.actions { button.secondary type="submit" { "Sign out everywhere" } }
+            }
+        }
+        section aria-labelledby="password-title" {
+            h2 #password-title { "Change password" }
+            (password_form(&csrf, password_errors))
+        }
+    };
+    session.respond(layout::html(
+        status,
+        wide_page(
+            "Account",
+            SignedIn {
+                logout_csrf: &logout_csrf,
+            },
+            ACCOUNT_PATH,
+            content,
+        ),
+    ))
+}
+
+fn sessions_table(sessions: &[SessionSummary], current: &SessionId, csrf: &str) -> Markup {
+    html! {
+        div.table-wrap {
+            table {
+                thead { tr { th scope="col" { "Device" } th scope="col" { "Signed in" } th scope="col" { "Last active" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                tbody {
+                    @for listed in sessions {
+                        @let device = listed.device.as_deref().unwrap_or("Unknown device");
+                        tr data-session-id=(listed.id.as_str()) {
+                            td { (device) }
+                            td { (super::keys::when(listed.created_at)) }
+                            td { (super::keys::when(listed.last_used_at)) }
+                            td {
+                                @if &listed.id == current {
+                                    span.status { "This browser" }
+                                } @else {
+                                    form method="post" action=(END_SESSION_PATH) {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        input type="hidden" name="id" value=(listed.id.as_str());
+                                        button.secondary type="submit" aria-label={ "Sign out " (device) } { "Sign out" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn password_form(csrf: &str, errors: &[FieldError]) -> Markup {
+    let field = |id: &'static str, label: &'static str, autocomplete: &'static str| {
+        let message = errors
+            .iter()
+            .find(|e| e.field == id)
+            .map(|e| e.message.clone());
+        html! {
+            label for=(id) { (label) }
+            input id=(id) type="password" name=(id) autocomplete=(autocomplete) required
+                aria-invalid=[message.as_ref().map(|_| "true")];
+            @if let Some(message) = message {
+                p.field-error role="alert" { (label) " " (message) }
+            }
+        }
+    };
+    html! {
+        div.narrow { form method="post" action=(PASSWORD_PATH) {
+            input type="hidden" name="csrf" value=(csrf);
+            (field("current_password", "Current password", "current-password"))
+            (field("new_password", "New password", "new-password"))
+            (field("confirm_password", "New password again", "new-password"))
+            p.muted { "8 to 128 characters, not a common password. Your other sessions are signed out." }
+            div.actions { button type="submit" { "Change password" } }
+        } }
+    }
+}
+
+/// Origin, form and CSRF checks of every POST here: the session, or the answer to send.
+async fn checked<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+    csrf: impl FnOnce(&T) -> Option<&str>,
+) -> Result<(ConsoleSession, T), Response> {
+    if !origin_allowed(state, headers) {
+        return Err(layout::forbidden());
+    }
+    let Ok(Form(form)) = form else {
+        return Err(layout::bad_form());
+    };
+    let session = signed_in(state, headers).await?;
+    if !session.csrf_valid(purpose::ACCOUNT, csrf(&form)) {
+        return Err(session.respond(layout::forbidden()));
+    }
+    Ok((session, form))
+}
+
+/// `POST /console/account/sessions/end`: signs one of the user's other sessions out.
+pub async fn end_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<EndSessionForm>, FormRejection>,
+) -> Response {
+    let (session, form) = match checked(&state, &headers, form, |form: &EndSessionForm| {
+        form.csrf.as_deref()
+    })
+    .await
+    {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let id = SessionId::from_stored(form.id);
+    match state.accounts.end_session(&session.auth, &id).await {
+        Ok(()) if id == session.auth.session_id => {
+            with_cookies(see_other(LOGIN_PATH), &clearing_cookies(&state))
+        }
+        Ok(()) => session.respond(see_other(&format!("{ACCOUNT_PATH}?done=session"))),
+        Err(CoreError::NotFound) => session.respond(layout::message_page(
+            StatusCode::NOT_FOUND,
+            "Session not found",
+            "That session is not one of yours, or it has already ended.",
+            (ACCOUNT_PATH, "Back to your account"),
+        )),
+        Err(error) => session.respond(layout::server_error(error)),
+    }
+}
+
+/// `POST /console/account/sessions/end-all`: signs out every session, this one included.
+pub async fn end_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfOnly>, FormRejection>,
+) -> Response {
+    let (session, _) = match checked(&state, &headers, form, |form: &CsrfOnly| {
+        form.csrf.as_deref()
+    })
+    .await
+    {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    match state.accounts.logout(&session.auth, true).await {
+        Ok(()) => with_cookies(see_other(LOGIN_PATH), &clearing_cookies(&state)),
+        Err(error) => session.respond(layout::server_error(error)),
+    }
+}
+
+/// `POST /console/account/password`: checks the current password, sets the new one and signs
+/// the other sessions out.
+#[tracing::instrument(skip_all)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<PasswordForm>, FormRejection>,
+) -> Response {
+    let (session, form) = match checked(&state, &headers, form, |form: &PasswordForm| {
+        form.csrf.as_deref()
+    })
+    .await
+    {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    if form.new_password.expose() != form.confirm_password.expose() {
+        let errors = [FieldError::new(
+            "confirm_password",
+            "does not match the new password",
+        )];
+        return render(
+            &state,
+            &session,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            &errors,
+        )
+        .await;
+    }
+    let current = Password::presented(form.current_password.into_inner());
+    match state
+        .accounts
+        .change_password(&session.auth, &current, form.new_password.into_inner())
+        .await
+    {
+        Ok(()) => session.respond(see_other(&format!("{ACCOUNT_PATH}?done=password"))),
+        Err(CoreError::Validation(errors)) => {
+            render(
+                &state,
+                &session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                &errors,
+            )
+            .await
+        }
+        Err(error) => session.respond(layout::server_error(error)),
+    }
+}
