@@ -12,7 +12,7 @@ use keyward_core::{CoreError, PendingDevice, UserCode};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, page, SignedIn};
+use super::layout::{self, SignedIn};
 use super::session::{
     self, login_url, origin_allowed, purpose, see_other, ConsoleSession, Resolved,
 };
@@ -170,11 +170,12 @@ fn render(session: &ConsoleSession, status: StatusCode, view: View<'_>) -> Respo
     let (title, content) = content(session, view);
     session.respond(layout::html(
         status,
-        page(
+        layout::section_page(
             title,
-            Some(SignedIn {
+            SignedIn {
                 logout_csrf: &logout_csrf,
-            }),
+            },
+            DEVICE_PATH,
             content,
         ),
     ))

@@ -137,6 +137,16 @@ pub fn page(title: &str, signed_in: Option<SignedIn<'_>>, content: Markup) -> Ma
     shell(title, signed_in, false, None, content)
 }
 
+/// A narrow page of a console section, with `current` marked in the navigation.
+pub fn section_page(
+    title: &str,
+    signed_in: SignedIn<'_>,
+    current: &str,
+    content: Markup,
+) -> Markup {
+    shell(title, Some(signed_in), false, Some(current), content)
+}
+
 /// A page as wide as a table or chart needs, with `current` marked in the navigation.
 pub fn wide_page(title: &str, signed_in: SignedIn<'_>, current: &str, content: Markup) -> Markup {
     shell(title, Some(signed_in), true, Some(current), content)
