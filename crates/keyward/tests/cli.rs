@@ -520,14 +520,19 @@ fn failures_exit_non_zero_and_say_what_to_do() {
     user.run(&["logout"]).ok();
 }
 
+/// Past the 2-second access tokens of the refresh tests. Not 1 second: `exp` is whole seconds
+/// (`iat` + TTL, `iat` rounded down), so a 1-second token issued late in a second can be
+/// expired by the time the retry that follows its refresh arrives.
+const TOKEN_EXPIRES: Duration = Duration::from_millis(3100);
+
 #[test]
 fn an_expired_access_token_is_refreshed_and_the_new_pair_saved() {
-    let server = Server::start_with(&[("KEYWARD_SESSIONS__ACCESS_TOKEN_TTL_SECONDS", "1")]);
+    let server = Server::start_with(&[("KEYWARD_SESSIONS__ACCESS_TOKEN_TTL_SECONDS", "2")]);
     server.register("eve@example.com");
     let user = User::new(&server);
     user.login("eve@example.com");
     let before = user.credentials();
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(TOKEN_EXPIRES);
 
     let run = user.run(&["whoami"]).ok();
     assert!(run.stdout.contains("eve@example.com"), "{}", run.stdout);
@@ -539,14 +544,14 @@ fn an_expired_access_token_is_refreshed_and_the_new_pair_saved() {
     assert_eq!(mode(&user.credentials_path()), 0o600);
 
     // The saved refresh token is the live one: the next expiry is survived too.
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(TOKEN_EXPIRES);
     user.run(&["keys", "list"]).ok();
     assert_ne!(user.credentials()["refresh_token"], after["refresh_token"]);
 }
 
 #[test]
 fn a_refresh_lost_to_another_process_takes_the_pair_it_saved() {
-    let server = Server::start_with(&[("KEYWARD_SESSIONS__ACCESS_TOKEN_TTL_SECONDS", "1")]);
+    let server = Server::start_with(&[("KEYWARD_SESSIONS__ACCESS_TOKEN_TTL_SECONDS", "2")]);
     server.register("hal@example.com");
     let user = User::new(&server);
     user.login("hal@example.com");
@@ -559,7 +564,7 @@ fn a_refresh_lost_to_another_process_takes_the_pair_it_saved() {
         .persist(user.credentials_path())
         .build()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(TOKEN_EXPIRES);
     // A `keyward` command refreshes first and spends the refresh token the program holds.
     user.run(&["whoami"]).ok();
     let saved = user.credentials();
