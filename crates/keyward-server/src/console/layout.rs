@@ -86,10 +86,25 @@ td form button{font-size:.85rem;padding:.25rem .7rem}
 @media (max-width:40rem){header{flex-wrap:wrap;gap:.5rem;padding:.75rem 1rem}main{margin:1.25rem auto}.card{padding:1.1rem 1rem}th,td{padding:.45rem .4rem}}
 "#;
 
-/// The console's one script: the Copy button of the show-once dialog. Served from this origin
+/// The console's one script: server-rendered dialogs become modal (focus kept inside, Escape
+/// leaves), and the Copy button of the show-once dialog. Served from this origin
 /// (`script-src 'self'`), so the CSP still forbids inline script; without it every page still
-/// works, the key can be selected and copied by hand.
-const SCRIPT: &str = r#"document.addEventListener("click", function (event) {
+/// works, and the key can be selected and copied by hand.
+const SCRIPT: &str = r#"// A dialog the server rendered open becomes modal: focus stays in it, and Escape leaves
+// through its Cancel or Done link.
+document.querySelectorAll("dialog[open]").forEach(function (dialog) {
+  if (!dialog.showModal) return;
+  dialog.close();
+  dialog.showModal();
+  dialog.addEventListener("cancel", function (event) {
+    var away = dialog.querySelector("a.button");
+    if (away) {
+      event.preventDefault();
+      window.location.href = away.href;
+    }
+  });
+});
+document.addEventListener("click", function (event) {
   var button = event.target.closest("[data-copy]");
   if (!button) return;
   var source = document.getElementById(button.getAttribute("data-copy"));
