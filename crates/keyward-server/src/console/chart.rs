@@ -11,6 +11,8 @@ const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 240.0;
 /// Room for the y-axis labels on the left and the dates below.
 const LEFT: f64 = 44.0;
+/// Room on the right for the last date label, centred under the last bar.
+const RIGHT: f64 = 20.0;
 const BOTTOM: f64 = 28.0;
 const TOP: f64 = 8.0;
 
@@ -23,18 +25,20 @@ pub fn usage_chart(report: &UsageResponse) -> Markup {
     let days = &report.days;
     let busiest = days.iter().map(|day| day.total).max().unwrap_or(0).max(1);
     let plot_height = HEIGHT - BOTTOM - TOP;
-    let slot = (WIDTH - LEFT) / days.len().max(1) as f64;
+    let slot = (WIDTH - LEFT - RIGHT) / days.len().max(1) as f64;
     let bar = (slot * 0.7).max(1.0);
     let scale = |count: i64| count.max(0) as f64 / busiest as f64 * plot_height;
     let baseline = HEIGHT - BOTTOM;
     let label_every = days.len().div_ceil(6).max(1);
     html! {
+        // Scaled as a whole (the default `xMidYMid meet`), so the text is never stretched; on a
+        // narrow screen the chart keeps a minimum width and scrolls in its wrapper.
         svg.chart role="img" viewBox={ "0 0 " (WIDTH) " " (HEIGHT) }
-            preserveAspectRatio="none" xmlns="http://www.w3.org/2000/svg"
+            xmlns="http://www.w3.org/2000/svg"
             aria-label={ "Requests per day from " (report.from) " to " (report.to) } {
             // Grid and y-axis: 0, half and the busiest day's total.
             @for (count, y) in [(0, baseline), (busiest / 2, baseline - scale(busiest / 2)), (busiest, TOP)] {
-                line.grid x1=(LEFT) x2=(WIDTH) y1=(y) y2=(y) {}
+                line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y) y2=(y) {}
                 text.axis x=(LEFT - 6.0) y=(y + 4.0) text-anchor="end" { (count) }
             }
             @for (index, day) in days.iter().enumerate() {

@@ -45,7 +45,7 @@ main.wide{max-width:72rem}
 .toolbar form{display:flex;gap:.5rem;align-items:end}
 .toolbar label{margin:0 0 .25rem}
 select{padding:.45rem .6rem;font-size:1rem;border:1px solid #c3c8d2;border-radius:6px;background:#fff}
-svg.chart{width:100%;height:16rem;display:block}
+svg.chart{width:100%;min-width:36rem;height:auto;display:block}
 svg.chart .grid{stroke:#e4e7ed;stroke-width:1}
 svg.chart .zero{stroke:#c3c8d2;stroke-width:2}
 svg.chart .axis{font-size:11px;fill:#5c6477}
@@ -57,7 +57,7 @@ a.button{display:inline-block;font-size:1rem;padding:.5rem 1.1rem;border-radius:
 a.button.secondary,button.secondary{background:#fff;color:#1d2330;border-color:#c3c8d2}
 button.danger{background:#b42318;border-color:#b42318}
 a.danger{color:#b42318;font-weight:600}
-.table-wrap{overflow-x:auto}
+.table-wrap,.chart-wrap{overflow-x:auto;position:relative}
 table{width:100%;border-collapse:collapse;font-size:.95rem}
 th,td{text-align:left;padding:.55rem .6rem;border-bottom:1px solid #e4e7ed;white-space:nowrap}
 th{font-size:.8rem;text-transform:uppercase;letter-spacing:.05em;color:#5c6477}
@@ -78,12 +78,12 @@ section{margin-top:1.75rem}
 section h2{font-size:1.1rem;margin:0 0 .5rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1.25rem;margin:0}
 dl.facts dt{color:#5c6477}
-dl.facts dd{margin:0;word-break:break-all}
+dl.facts dd{margin:0;overflow-wrap:anywhere}
 td form{margin:0}
 td form button{font-size:.85rem;padding:.25rem .7rem}
 .narrow{max-width:24rem}
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
-@media (max-width:40rem){header{flex-wrap:wrap;gap:.5rem;padding:.75rem 1rem}main{margin:1.25rem auto}.card{padding:1.1rem 1rem}th,td{padding:.45rem .4rem}}
+@media (max-width:40rem){dl.facts{grid-template-columns:1fr}dl.facts dd{margin-bottom:.4rem}header{flex-wrap:wrap;gap:.5rem;padding:.75rem 1rem}main{margin:1.25rem auto}.card{padding:1.1rem 1rem}th,td{padding:.45rem .4rem}}
 "#;
 
 /// The console's one script: server-rendered dialogs become modal (focus kept inside, Escape
@@ -212,7 +212,9 @@ fn shell(
 
 /// An HTML answer with the console's headers: never cached (pages carry CSRF tokens and
 /// codes), never framed (an Approve button under a foreign page would be clickjacking), no
-/// script, forms only to this origin, and no referrer (the URL may hold a user code).
+/// script, forms only to this origin, and no referrer to other sites (the URL may hold a user
+/// code). Not `no-referrer`: under it Chrome sends `Origin: null` with a form POST, which the
+/// origin check must refuse, so no form would work.
 pub fn html(status: StatusCode, markup: Markup) -> Response {
     let mut response = (status, markup.into_string()).into_response();
     let headers = response.headers_mut();
@@ -221,7 +223,7 @@ pub fn html(status: StatusCode, markup: Markup) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(
         HeaderName::from_static("x-frame-options"),
         HeaderValue::from_static("DENY"),

@@ -7,6 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use keyward_core::KeyId;
+use keyward_proto::display::{milliseconds, percent, thousands};
 use keyward_proto::UsageResponse;
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -128,11 +129,11 @@ fn content(
         }
         p.muted { "The last " (DAYS) " days, " (report.from) " to " (report.to) " (UTC). Verify calls and gateway requests made with your keys appear here within seconds." }
         div.cards {
-            (stat("Executions", &group_digits(report.executions)))
+            (stat("Executions", &thousands(report.executions)))
             (stat("Success rate", &report.success_rate.map_or("—".to_owned(), percent)))
             (stat("Avg duration", &report.avg_duration_ms.map_or("—".to_owned(), milliseconds)))
             @if report.in_flight > 0 {
-                (stat("In flight", &group_digits(report.in_flight)))
+                (stat("In flight", &thousands(report.in_flight)))
             }
         }
         @if report.executions == 0 {
@@ -141,11 +142,11 @@ fn content(
                 p { "Nothing was metered in these " (DAYS) " days. Verify a key with " code { "POST /v1/keys/verify" } " or send a request through the gateway, and it shows here." }
             }
         } @else {
-            (chart::usage_chart(report))
+            div.chart-wrap { (chart::usage_chart(report)) }
             ul.legend {
-                li { span.swatch style={ "background:" (SUCCEEDED_COLOR) } {} "Succeeded (" (group_digits(report.succeeded)) ")" }
-                li { span.swatch style={ "background:" (FAILED_COLOR) } {} "Failed (" (group_digits(report.failed)) ")" }
-                li { span.swatch style={ "background:" (IN_FLIGHT_COLOR) } {} "In flight (" (group_digits(report.in_flight)) ")" }
+                li { span.swatch style={ "background:" (SUCCEEDED_COLOR) } {} "Succeeded (" (thousands(report.succeeded)) ")" }
+                li { span.swatch style={ "background:" (FAILED_COLOR) } {} "Failed (" (thousands(report.failed)) ")" }
+                li { span.swatch style={ "background:" (IN_FLIGHT_COLOR) } {} "In flight (" (thousands(report.in_flight)) ")" }
             }
         }
     }
@@ -157,66 +158,5 @@ fn stat(name: &str, value: &str) -> Markup {
             span.name { (name) }
             span.value data-stat=(name) { (value) }
         }
-    }
-}
-
-/// `0.982` → `98.2%`; never 100.0% while something failed, never 0.0% while something
-/// succeeded.
-fn percent(rate: f64) -> String {
-    let shown = (rate * 1000.0).round() / 10.0;
-    let shown = if shown >= 100.0 && rate < 1.0 {
-        99.9
-    } else if shown <= 0.0 && rate > 0.0 {
-        0.1
-    } else {
-        shown
-    };
-    format!("{shown:.1}%")
-}
-
-/// `0.35 ms`, `4.2 ms`, `1,250 ms`.
-fn milliseconds(ms: f64) -> String {
-    if ms < 0.01 {
-        "<0.01 ms".to_owned()
-    } else if ms < 1.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{} ms", group_digits(ms.round() as i64))
-    }
-}
-
-/// `1234567` → `1,234,567`.
-fn group_digits(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    if n < 0 {
-        out.insert(0, '-');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(group_digits(1_234_567), "1,234,567");
-        assert_eq!(group_digits(12), "12");
-        assert_eq!(percent(0.982), "98.2%");
-        assert_eq!(percent(0.9999), "99.9%");
-        assert_eq!(percent(0.0001), "0.1%");
-        assert_eq!(percent(1.0), "100.0%");
-        assert_eq!(milliseconds(0.347), "0.35 ms");
-        assert_eq!(milliseconds(4.21), "4.2 ms");
-        assert_eq!(milliseconds(1250.4), "1,250 ms");
     }
 }

@@ -1473,3 +1473,19 @@ async fn the_account_page_needs_a_session() {
         "/console/login?next=/console/account"
     );
 }
+
+#[tokio::test]
+async fn pages_keep_the_origin_header_of_their_own_forms() {
+    // `no-referrer` would make Chrome send `Origin: null` with every form POST, which the
+    // origin check refuses: the browser suite caught that once. Other sites get no referrer.
+    let app = spawn_app().await;
+    let page = get(&app, &browser(), LOGIN).await;
+    page.expect_html(200);
+    assert_eq!(page.header("referrer-policy"), Some("same-origin"));
+    let csp = page.header("content-security-policy").expect("CSP");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+}
