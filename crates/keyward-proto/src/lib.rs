@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub mod display;
 pub mod paths;
 
 mod device;

@@ -8,6 +8,8 @@ use std::io::IsTerminal;
 use clap::Args;
 use keyward_client::{UsageDay, UsageResponse};
 
+use keyward_client::proto::display::{milliseconds, percent, thousands};
+
 use super::{ClientArgs, Context, Failure};
 
 /// Cells of the busiest day's bar: with the date and counts up to 30 characters
@@ -150,7 +152,7 @@ fn summary(report: &UsageResponse) -> String {
         Some(rate) => {
             let _ = write!(
                 text,
-                ", {}% succeeded, {} failed",
+                ", {} succeeded, {} failed",
                 percent(rate),
                 thousands(report.failed)
             );
@@ -161,38 +163,9 @@ fn summary(report: &UsageResponse) -> String {
         let _ = write!(text, ", {} in flight", thousands(report.in_flight));
     }
     if let (Some(_), Some(average)) = (report.success_rate, report.avg_duration_ms) {
-        let _ = write!(text, ", average {}", duration(average));
+        let _ = write!(text, ", average {}", milliseconds(average));
     }
     text
-}
-
-/// A fraction 0–1 as a percentage with one decimal, never rounded to a misleading 100.0 or
-/// 0.0: 2 failures in 10,000 requests are not "100.0% succeeded".
-fn percent(rate: f64) -> String {
-    let rate = rate.clamp(0.0, 1.0);
-    let text = format!("{:.1}", rate * 100.0);
-    match text.as_str() {
-        "100.0" if rate < 1.0 => "99.9".to_owned(),
-        "0.0" if rate > 0.0 => "0.1".to_owned(),
-        _ => text,
-    }
-}
-
-/// Milliseconds with the precision that matters at their size: `0.35 ms`, `4.2 ms`, `1,250 ms`.
-fn duration(ms: f64) -> String {
-    if !ms.is_finite() || ms < 0.0 {
-        return "? ms".to_owned();
-    }
-    if ms < 0.01 {
-        "<0.01 ms".to_owned()
-    } else if ms < 1.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        // f64 → i64 saturates; no metered duration comes near it.
-        format!("{} ms", thousands(ms.round() as i64))
-    }
 }
 
 /// `1 request`, `1,234 requests`.
@@ -202,20 +175,6 @@ fn plural(count: i64, one: &str, many: &str) -> String {
         thousands(count),
         if count == 1 { one } else { many }
     )
-}
-
-/// `1234567` → `1,234,567`.
-fn thousands(number: i64) -> String {
-    let digits: Vec<char> = number.unsigned_abs().to_string().chars().collect();
-    // Groups of three counted from the right; `rchunks` avoids `is_multiple_of`, which is
-    // newer than the workspace's rust-version.
-    let groups: Vec<String> = digits
-        .rchunks(3)
-        .rev()
-        .map(|group| group.iter().collect())
-        .collect();
-    let sign = if number < 0 { "-" } else { "" };
-    format!("{sign}{}", groups.join(","))
 }
 
 /// One day's counts, never negative.
@@ -464,23 +423,5 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains('%') && !text.contains("average"), "{text}");
-    }
-
-    #[test]
-    fn numbers_read_well() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1234), "1,234");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(-1234), "-1,234");
-        assert_eq!(duration(0.35), "0.35 ms");
-        assert_eq!(duration(0.004), "<0.01 ms");
-        assert_eq!(duration(4.2), "4.2 ms");
-        assert_eq!(duration(1250.4), "1,250 ms");
-        assert_eq!(percent(0.982), "98.2");
-        assert_eq!(percent(1.0), "100.0");
-        assert_eq!(percent(0.99999), "99.9");
-        assert_eq!(percent(0.00001), "0.1");
-        assert_eq!(percent(0.0), "0.0");
     }
 }
