@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::layout::{self, wide_page, SignedIn};
 use super::session::{
-    self, clearing_cookies, login_url, origin_allowed, purpose, see_other, with_cookies,
-    ConsoleSession, Resolved, LOGIN_PATH,
+    checked_post, clearing_cookies, purpose, require_session, see_other, with_cookies,
+    ConsoleSession, WithCsrf, LOGIN_PATH,
 };
 use crate::state::AppState;
 
@@ -42,6 +42,24 @@ pub struct CsrfOnly {
     csrf: Option<String>,
 }
 
+impl WithCsrf for EndSessionForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl WithCsrf for CsrfOnly {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl WithCsrf for PasswordForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// The password change; every field a [`Secret`], so none reaches a log or a Debug print.
 #[derive(Debug, Deserialize, Default)]
 pub struct PasswordForm {
@@ -54,17 +72,6 @@ pub struct PasswordForm {
     csrf: Option<String>,
 }
 
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<ConsoleSession, Response> {
-    match ConsoleSession::resolve(state, headers).await {
-        Ok(Resolved::SignedIn(session)) => Ok(session),
-        Ok(Resolved::SignedOut { cookies }) => Err(session::with_cookies(
-            see_other(&login_url(ACCOUNT_PATH)),
-            &cookies,
-        )),
-        Err(error) => Err(layout::server_error(error)),
-    }
-}
-
 /// `GET /console/account`.
 pub async fn show(
     State(state): State<AppState>,
@@ -72,7 +79,7 @@ pub async fn show(
     query: Result<Query<AccountQuery>, QueryRejection>,
 ) -> Response {
     let query = query.map(|Query(query)| query).unwrap_or_default();
-    let session = match signed_in(&state, &headers).await {
+    let session = match require_session(&state, &headers, ACCOUNT_PATH).await {
         Ok(session) => session,
         Err(response) => return response,
     };
@@ -201,40 +208,17 @@ fn password_form(csrf: &str, errors: &[FieldError]) -> Markup {
     }
 }
 
-/// Origin, form and CSRF checks of every POST here: the session, or the answer to send.
-async fn checked<T>(
-    state: &AppState,
-    headers: &HeaderMap,
-    form: Result<Form<T>, FormRejection>,
-    csrf: impl FnOnce(&T) -> Option<&str>,
-) -> Result<(ConsoleSession, T), Response> {
-    if !origin_allowed(state, headers) {
-        return Err(layout::forbidden());
-    }
-    let Ok(Form(form)) = form else {
-        return Err(layout::bad_form());
-    };
-    let session = signed_in(state, headers).await?;
-    if !session.csrf_valid(purpose::ACCOUNT, csrf(&form)) {
-        return Err(session.respond(layout::forbidden()));
-    }
-    Ok((session, form))
-}
-
 /// `POST /console/account/sessions/end`: signs one of the user's other sessions out.
 pub async fn end_session(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Result<Form<EndSessionForm>, FormRejection>,
 ) -> Response {
-    let (session, form) = match checked(&state, &headers, form, |form: &EndSessionForm| {
-        form.csrf.as_deref()
-    })
-    .await
-    {
-        Ok(checked) => checked,
-        Err(response) => return response,
-    };
+    let (session, form) =
+        match checked_post(&state, &headers, form, purpose::ACCOUNT, ACCOUNT_PATH).await {
+            Ok(checked) => checked,
+            Err(response) => return response,
+        };
     let id = SessionId::from_stored(form.id);
     match state.accounts.end_session(&session.auth, &id).await {
         Ok(()) if id == session.auth.session_id => {
@@ -257,14 +241,11 @@ pub async fn end_all(
     headers: HeaderMap,
     form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Response {
-    let (session, _) = match checked(&state, &headers, form, |form: &CsrfOnly| {
-        form.csrf.as_deref()
-    })
-    .await
-    {
-        Ok(checked) => checked,
-        Err(response) => return response,
-    };
+    let (session, _) =
+        match checked_post(&state, &headers, form, purpose::ACCOUNT, ACCOUNT_PATH).await {
+            Ok(checked) => checked,
+            Err(response) => return response,
+        };
     match state.accounts.logout(&session.auth, true).await {
         Ok(()) => with_cookies(see_other(LOGIN_PATH), &clearing_cookies(&state)),
         Err(error) => session.respond(layout::server_error(error)),
@@ -279,14 +260,11 @@ pub async fn change_password(
     headers: HeaderMap,
     form: Result<Form<PasswordForm>, FormRejection>,
 ) -> Response {
-    let (session, form) = match checked(&state, &headers, form, |form: &PasswordForm| {
-        form.csrf.as_deref()
-    })
-    .await
-    {
-        Ok(checked) => checked,
-        Err(response) => return response,
-    };
+    let (session, form) =
+        match checked_post(&state, &headers, form, purpose::ACCOUNT, ACCOUNT_PATH).await {
+            Ok(checked) => checked,
+            Err(response) => return response,
+        };
     if form.new_password.expose() != form.confirm_password.expose() {
         let errors = [FieldError::new(
             "confirm_password",

@@ -18,9 +18,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{self, wide_page, SignedIn};
-use super::session::{
-    self, login_url, origin_allowed, purpose, see_other, ConsoleSession, Resolved,
-};
+use super::session::{checked_post, purpose, require_session, see_other, ConsoleSession, WithCsrf};
 use crate::state::AppState;
 
 pub const KEYS_PATH: &str = "/console/api-keys";
@@ -72,6 +70,18 @@ pub struct RevokeForm {
     csrf: Option<String>,
 }
 
+impl WithCsrf for CreateForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl WithCsrf for RevokeForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// What the page shows over the table.
 enum Dialog<'a> {
     None,
@@ -96,20 +106,6 @@ fn owner(session: &ConsoleSession) -> Owner {
     }
 }
 
-async fn signed_in(
-    state: &AppState,
-    headers: &HeaderMap,
-    back: &str,
-) -> Result<ConsoleSession, Response> {
-    match ConsoleSession::resolve(state, headers).await {
-        Ok(Resolved::SignedIn(session)) => Ok(session),
-        Ok(Resolved::SignedOut { cookies }) => {
-            Err(session::with_cookies(see_other(&login_url(back)), &cookies))
-        }
-        Err(error) => Err(layout::server_error(error)),
-    }
-}
-
 /// `GET /console/api-keys[?create][?revoke=ID][?revoked=ID]`.
 pub async fn show(
     State(state): State<AppState>,
@@ -117,7 +113,7 @@ pub async fn show(
     query: Result<Query<KeysQuery>, QueryRejection>,
 ) -> Response {
     let query = query.map(|Query(query)| query).unwrap_or_default();
-    let session = match signed_in(&state, &headers, KEYS_PATH).await {
+    let session = match require_session(&state, &headers, KEYS_PATH).await {
         Ok(session) => session,
         Err(response) => return response,
     };
@@ -166,19 +162,11 @@ pub async fn create(
     headers: HeaderMap,
     form: Result<Form<CreateForm>, FormRejection>,
 ) -> Response {
-    if !origin_allowed(&state, &headers) {
-        return layout::forbidden();
-    }
-    let Ok(Form(form)) = form else {
-        return layout::bad_form();
-    };
-    let session = match signed_in(&state, &headers, KEYS_PATH).await {
-        Ok(session) => session,
+    let (session, form) = match checked_post(&state, &headers, form, purpose::KEYS, KEYS_PATH).await
+    {
+        Ok(checked) => checked,
         Err(response) => return response,
     };
-    if !session.csrf_valid(purpose::KEYS, form.csrf.as_deref()) {
-        return session.respond(layout::forbidden());
-    }
     let owner = owner(&session);
     let input = parse(&form);
     let created = match input {
@@ -314,19 +302,11 @@ pub async fn revoke(
     headers: HeaderMap,
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> Response {
-    if !origin_allowed(&state, &headers) {
-        return layout::forbidden();
-    }
-    let Ok(Form(form)) = form else {
-        return layout::bad_form();
-    };
-    let session = match signed_in(&state, &headers, KEYS_PATH).await {
-        Ok(session) => session,
+    let (session, form) = match checked_post(&state, &headers, form, purpose::KEYS, KEYS_PATH).await
+    {
+        Ok(checked) => checked,
         Err(response) => return response,
     };
-    if !session.csrf_valid(purpose::KEYS, form.csrf.as_deref()) {
-        return session.respond(layout::forbidden());
-    }
     let id = KeyId::from_stored(form.id.clone());
     match state.keys.revoke(&owner(&session), &id).await {
         Ok(()) => session.respond(see_other(&format!(

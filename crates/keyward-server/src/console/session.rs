@@ -282,6 +282,50 @@ impl ConsoleSession {
     }
 }
 
+/// The signed-in session of a page, or the answer to send instead: to the sign-in page (which
+/// comes back to `back`) when signed out, a 5xx page when the database fails.
+pub async fn require_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    back: &str,
+) -> Result<ConsoleSession, Response> {
+    match ConsoleSession::resolve(state, headers).await {
+        Ok(Resolved::SignedIn(session)) => Ok(session),
+        Ok(Resolved::SignedOut { cookies }) => {
+            Err(with_cookies(see_other(&login_url(back)), &cookies))
+        }
+        Err(error) => Err(layout::server_error(error)),
+    }
+}
+
+/// A console form with its CSRF token.
+pub trait WithCsrf {
+    fn csrf(&self) -> Option<&str>;
+}
+
+/// The checks of every signed-in form post, in order: a same-origin `Origin` (else 403), a
+/// readable form (else 400), a session (else to sign-in, back to `back`), and this session's
+/// token for `purpose` (else 403). Nothing is done before all of them pass.
+pub async fn checked_post<T: WithCsrf>(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+    purpose: &str,
+    back: &str,
+) -> Result<(ConsoleSession, T), Response> {
+    if !origin_allowed(state, headers) {
+        return Err(layout::forbidden());
+    }
+    let Ok(Form(form)) = form else {
+        return Err(layout::bad_form());
+    };
+    let session = require_session(state, headers, back).await?;
+    if !session.csrf_valid(purpose, form.csrf()) {
+        return Err(session.respond(layout::forbidden()));
+    }
+    Ok((session, form))
+}
+
 /// `next` when it is a console path of this server, else the default: no open redirect.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {

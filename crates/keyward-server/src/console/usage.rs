@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::chart::{self, FAILED_COLOR, IN_FLIGHT_COLOR, SUCCEEDED_COLOR};
 use super::layout::{self, wide_page, SignedIn};
-use super::session::{self, login_url, purpose, see_other, ConsoleSession, Resolved};
+use super::session::{purpose, require_session};
 use crate::state::AppState;
 
 pub const USAGE_PATH: &str = "/console/usage";
@@ -32,12 +32,9 @@ pub async fn show(
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Response {
     let query = query.map(|Query(query)| query).unwrap_or_default();
-    let session = match ConsoleSession::resolve(&state, &headers).await {
-        Ok(Resolved::SignedIn(session)) => session,
-        Ok(Resolved::SignedOut { cookies }) => {
-            return session::with_cookies(see_other(&login_url(USAGE_PATH)), &cookies)
-        }
-        Err(error) => return layout::server_error(error),
+    let session = match require_session(&state, &headers, USAGE_PATH).await {
+        Ok(session) => session,
+        Err(response) => return response,
     };
     let owner = keyward_core::store::Owner {
         user_id: session.auth.user_id.clone(),
