@@ -297,7 +297,12 @@ async fn proxy(
     let failure = match answer {
         Ok(Ok(answer)) => return forward_answer(answer, in_flight),
         Ok(Err(error)) => ApiError {
-            cause: Some(format!("forwarding to the upstream failed: {error}")),
+            // Without the URL: its query string may hold what a client should not have put
+            // there, and the logs keep paths only.
+            cause: Some(format!(
+                "forwarding to the upstream failed: {}",
+                error.without_url()
+            )),
             ..ApiError::new(
                 ErrorCode::BadGateway,
                 "The upstream service could not be reached or broke off its answer.",
