@@ -9,6 +9,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::{AuthFailure, CoreError, CoreResult};
 use crate::hashing::sha256;
 use crate::ids::KeyId;
+use crate::keycache::{KeyCache, VerifiedKey};
 use crate::keyformat::{key_end, key_start, KeyFormat};
 use crate::secret::ApiKeySecret;
 use crate::store::{ApiKeyRecord, NewApiKey, Owner, Store};
@@ -23,6 +24,8 @@ pub const MAX_GRACE_PERIOD_SECONDS: i64 = 30 * 86_400;
 pub struct KeySettings {
     pub format: KeyFormat,
     pub max_per_user: u32,
+    /// Keys the verification cache holds at most; 0 turns it off.
+    pub cache_capacity: usize,
 }
 
 /// A parsed create-key request.
@@ -89,13 +92,14 @@ impl NewKeyInput {
 pub struct Verification {
     pub code: VerifyCode,
     /// The key, when one was found (whatever the code).
-    pub key: Option<ApiKeyRecord>,
+    pub key: Option<VerifiedKey>,
 }
 
 pub struct KeyService {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     settings: KeySettings,
+    cache: Arc<KeyCache>,
     last_used: Mutex<LastUsed>,
 }
 
@@ -108,13 +112,22 @@ struct LastUsed {
 }
 
 impl KeyService {
+    /// The verification cache starts disabled: [`Store::watch_key_changes`], which the server
+    /// starts, enables it once it follows the key changes of every instance.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: KeySettings) -> Self {
+        let cache = Arc::new(KeyCache::new(settings.cache_capacity, true));
         Self {
             store,
             clock,
             settings,
+            cache,
             last_used: Mutex::new(LastUsed::default()),
         }
+    }
+
+    /// The verification cache, for the store's change feed and for `/metrics`.
+    pub fn cache(&self) -> &Arc<KeyCache> {
+        &self.cache
     }
 
     pub fn max_per_user(&self) -> u32 {
@@ -199,10 +212,12 @@ impl KeyService {
     }
 
     pub async fn revoke(&self, owner: &Owner, id: &KeyId) -> CoreResult<()> {
-        if self.store.revoke_key(owner, id, self.clock.now()).await? {
-            Ok(())
-        } else {
-            Err(CoreError::NotFound)
+        match self.store.revoke_key(owner, id, self.clock.now()).await? {
+            Some(hash) => {
+                self.cache.invalidate(&hash);
+                Ok(())
+            }
+            None => Err(CoreError::NotFound),
         }
     }
 
@@ -245,49 +260,62 @@ impl KeyService {
             let end = now.plus_seconds(grace_period_seconds);
             old.expires_at.map_or(end, |current| current.min(end))
         });
-        if !self
+        let Some(old_hash) = self
             .store
             .rotate_key(&old.id, new, old_expires_at, now)
             .await?
-        {
+        else {
             // Revoked by a concurrent request between our read and the rotation.
             return Err(CoreError::field("id", "only an active key can be rotated"));
-        }
+        };
+        self.cache.invalidate(&old_hash);
         Ok((record, secret))
     }
 
-    /// The verification hot path: a format check with no I/O, then one indexed read. It never
-    /// writes: a use is only noted in memory for [`Self::flush_last_used`].
+    /// The verification hot path: a format check with no I/O, then the cache, else one indexed
+    /// read. It never writes: a use is only noted in memory for [`Self::flush_last_used`].
     #[tracing::instrument(skip_all)]
     pub async fn verify(&self, presented: &str, required: &Scopes) -> CoreResult<Verification> {
+        let not_found = Verification {
+            code: VerifyCode::NotFound,
+            key: None,
+        };
         if !self.settings.format.matches(presented) {
-            return Ok(Verification {
-                code: VerifyCode::NotFound,
-                key: None,
-            });
+            return Ok(not_found);
         }
         let hash = sha256(presented);
-        let Some(key) = self.store.find_key_by_hash(&hash).await? else {
+        let now = self.clock.now();
+        if let Some(entry) = self.cache.get(&hash) {
+            let key = entry.verified();
+            let code = judge(&key, required, now);
+            if code == VerifyCode::Valid && entry.note_use(now, LAST_USED_RESOLUTION_SECONDS) {
+                self.queue_use(&key.id, now);
+            }
             return Ok(Verification {
-                code: VerifyCode::NotFound,
-                key: None,
-            });
-        };
-        if !key.key_hash.ct_eq(&hash) {
-            return Ok(Verification {
-                code: VerifyCode::NotFound,
-                key: None,
+                code,
+                key: Some(key),
             });
         }
-        let now = self.clock.now();
-        let code = match status_at(&key, now) {
-            KeyStatus::Revoked => VerifyCode::Revoked,
-            KeyStatus::Expired => VerifyCode::Expired,
-            KeyStatus::Active if !key.scopes.grants_all(required) => VerifyCode::InsufficientScope,
-            KeyStatus::Active => VerifyCode::Valid,
+        let generation = self.cache.generation();
+        let Some(record) = self.store.find_key_by_hash(&hash).await? else {
+            return Ok(not_found);
         };
+        if !record.key_hash.ct_eq(&hash) {
+            return Ok(not_found);
+        }
+        let entry = self.cache.insert(&hash, &record, generation);
+        let last_used_at = record.last_used_at;
+        let key = VerifiedKey::from(record);
+        let code = judge(&key, required, now);
         if code == VerifyCode::Valid {
-            self.note_use(&key, now);
+            match entry {
+                Some(entry) => {
+                    if entry.note_use(now, LAST_USED_RESOLUTION_SECONDS) {
+                        self.queue_use(&key.id, now);
+                    }
+                }
+                None => self.note_use(&key.id, last_used_at, now),
+            }
         }
         Ok(Verification {
             code,
@@ -296,7 +324,7 @@ impl KeyService {
     }
 
     /// A key presented as a credential to this API: valid, or `invalid_api_key`.
-    pub async fn authenticate(&self, presented: &str) -> CoreResult<ApiKeyRecord> {
+    pub async fn authenticate(&self, presented: &str) -> CoreResult<VerifiedKey> {
         let verification = self.verify(presented, &Scopes::default()).await?;
         match (verification.code, verification.key) {
             (VerifyCode::Valid, Some(key)) => Ok(key),
@@ -304,21 +332,29 @@ impl KeyService {
         }
     }
 
-    fn note_use(&self, key: &ApiKeyRecord, now: Timestamp) {
+    /// Notes a use of a key that is not cached: `written` keeps the once-a-minute promise.
+    fn note_use(&self, id: &KeyId, last_used_at: Option<Timestamp>, now: Timestamp) {
         let fresh = |at: Option<Timestamp>| {
             at.is_some_and(|at| now.seconds() - at.seconds() < LAST_USED_RESOLUTION_SECONDS)
         };
-        if fresh(key.last_used_at) {
+        if fresh(last_used_at) {
             return;
         }
         let Ok(mut last_used) = self.last_used.lock() else {
             return;
         };
-        if fresh(last_used.written.get(&key.id).copied()) {
+        if fresh(last_used.written.get(id).copied()) {
             return;
         }
-        last_used.written.insert(key.id.clone(), now);
-        last_used.pending.insert(key.id.clone(), now);
+        last_used.written.insert(id.clone(), now);
+        last_used.pending.insert(id.clone(), now);
+    }
+
+    /// Queues a use of a cached key, whose entry already decided it is due.
+    fn queue_use(&self, id: &KeyId, now: Timestamp) {
+        if let Ok(mut last_used) = self.last_used.lock() {
+            last_used.pending.insert(id.clone(), now);
+        }
     }
 
     /// Writes the noted uses in one batch; the server calls this every second.
@@ -337,6 +373,19 @@ impl KeyService {
             self.store.touch_keys(&batch).await?;
         }
         Ok(batch.len())
+    }
+}
+
+/// The verification code of a found key.
+fn judge(key: &VerifiedKey, required: &Scopes, now: Timestamp) -> VerifyCode {
+    if key.revoked_at.is_some() {
+        VerifyCode::Revoked
+    } else if key.expires_at.is_some_and(|at| at <= now) {
+        VerifyCode::Expired
+    } else if !key.scopes.grants_all(required) {
+        VerifyCode::InsufficientScope
+    } else {
+        VerifyCode::Valid
     }
 }
 

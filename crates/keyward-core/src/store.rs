@@ -88,7 +88,7 @@ pub struct RefreshTokenRecord {
 }
 
 /// Who owns a key: every key query is scoped by both.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub user_id: UserId,
     pub tenant_id: TenantId,
@@ -217,17 +217,24 @@ pub trait KeyStore: Send + Sync {
     async fn find_key(&self, owner: &Owner, id: &KeyId) -> StoreResult<Option<ApiKeyRecord>>;
     /// The verification lookup: by hash, any owner.
     async fn find_key_by_hash(&self, hash: &TokenHash) -> StoreResult<Option<ApiKeyRecord>>;
-    /// `false` when no such key of this owner exists. Revoking a revoked key keeps the first time.
-    async fn revoke_key(&self, owner: &Owner, id: &KeyId, now: Timestamp) -> StoreResult<bool>;
+    /// The revoked key's hash; `None` when no such key of this owner exists. Revoking a revoked
+    /// key keeps the first time. Other instances hear of it through [`Store::watch_key_changes`].
+    async fn revoke_key(
+        &self,
+        owner: &Owner,
+        id: &KeyId,
+        now: Timestamp,
+    ) -> StoreResult<Option<TokenHash>>;
     /// Inserts `new` and ends `old` (revoked at `now` when `old_expires_at` is `None`, else
-    /// expiring then), atomically. `false` when `old` is not an active key of this owner.
+    /// expiring then), atomically, and answers the old key's hash. `None` when `old` is not an
+    /// active key of this owner.
     async fn rotate_key(
         &self,
         old: &KeyId,
         new: NewApiKey,
         old_expires_at: Option<Timestamp>,
         now: Timestamp,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<TokenHash>>;
     /// Records uses, batched: each `(key, when)` sets `last_used_at`.
     async fn touch_keys(&self, uses: &[(KeyId, Timestamp)]) -> StoreResult<()>;
 }
@@ -389,6 +396,14 @@ pub trait Store:
 {
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+    /// Keeps `cache` in step with the key changes any instance makes in this database, until
+    /// the store closes: it enables the cache once it follows the changes, invalidates each
+    /// changed key, and renews the cache's lease only while it keeps up. Other instances may
+    /// share the database (on either backend), so the cache serves nothing without this.
+    fn watch_key_changes(
+        &self,
+        cache: std::sync::Arc<crate::keycache::KeyCache>,
+    ) -> tokio::task::JoinHandle<()>;
     /// Closes the connections (at shutdown); every later call fails as `Unavailable`.
     async fn close(&self);
 }

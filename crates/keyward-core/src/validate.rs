@@ -239,7 +239,7 @@ impl Scope {
 }
 
 /// A set of scopes, with the hierarchy: `admin` covers everything, `write` covers `read`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Scopes(BTreeSet<Scope>);
 
 impl Scopes {

@@ -124,6 +124,8 @@ pub struct KeySettings {
     pub checksum: bool,
     pub max_per_user: u32,
     pub create_on_register: bool,
+    /// Keys the verification cache holds at most (about 230 bytes each); 0 turns it off.
+    pub cache_capacity: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,6 +191,7 @@ impl Default for KeySettings {
             checksum: true,
             max_per_user: 10,
             create_on_register: false,
+            cache_capacity: 1_000_000,
         }
     }
 }
@@ -387,7 +390,7 @@ impl Config {
             settings.keys.checksum,
         )
         .map_err(|e| ConfigError(e.to_string()))?;
-        let ranges: [(&str, i64, i64, i64); 14] = [
+        let ranges: [(&str, i64, i64, i64); 15] = [
             (
                 "gateway.timeout_seconds",
                 settings.gateway.timeout_seconds as i64,
@@ -436,6 +439,12 @@ impl Config {
                 i64::from(settings.keys.max_per_user),
                 1,
                 100_000,
+            ),
+            (
+                "keys.cache_capacity",
+                i64::from(settings.keys.cache_capacity),
+                0,
+                100_000_000,
             ),
             (
                 "sessions.access_token_ttl_seconds",

@@ -5,7 +5,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use keyward_core::store::{ApiKeyRecord, Owner};
+use keyward_core::store::Owner;
+use keyward_core::VerifiedKey;
 use keyward_core::{AuthFailure, Authenticated, Scope, Scopes};
 use keyward_proto::{AuthMethod, FieldError};
 use serde::de::DeserializeOwned;
@@ -179,7 +180,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
 #[derive(Debug, Clone)]
 pub enum Caller {
     Session(Authenticated),
-    Key(Box<ApiKeyRecord>),
+    Key(Box<VerifiedKey>),
 }
 
 impl Caller {

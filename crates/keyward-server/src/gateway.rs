@@ -20,7 +20,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body::Frame;
-use keyward_core::store::ApiKeyRecord;
+use keyward_core::VerifiedKey;
 use keyward_core::{AuthFailure, Authenticated, CoreError, InFlight, Scopes, UsageOutcome};
 use keyward_proto::{ErrorCode, VerifyCode};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -248,7 +248,7 @@ pub fn router(app: AppState, config: GatewayConfig) -> anyhow::Result<Router> {
 
 /// Who a forwarded request comes from.
 enum Identity {
-    Key(Box<ApiKeyRecord>),
+    Key(Box<VerifiedKey>),
     Session(Authenticated),
 }
 

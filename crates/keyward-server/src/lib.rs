@@ -86,6 +86,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         KeySettings {
             format: config.key_format.clone(),
             max_per_user: settings.keys.max_per_user,
+            cache_capacity: settings.keys.cache_capacity as usize,
         },
     ));
     let device = Arc::new(DeviceService::new(
@@ -124,13 +125,14 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
             create_key_on_register: settings.keys.create_on_register,
         },
     ));
+    let metrics = Arc::new(metrics::Metrics::new(keys.cache().clone()));
     Ok(AppState {
         accounts,
         keys,
         device,
         usage,
         store,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
         config: Arc::new(config),
     })
 }
@@ -210,6 +212,8 @@ async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The verification cache serves only while this follows every instance's key changes.
+    let key_watch = state.store.watch_key_changes(state.keys.cache().clone());
     let keys = state.keys.clone();
     let accounts = state.accounts.clone();
     let flusher = tokio::spawn(async move {
@@ -270,6 +274,10 @@ async fn serve(
     if let Err(error) = state.keys.flush_last_used().await {
         tracing::warn!(%error, "final last_used_at flush failed");
     }
+    // Stopped before the store closes, which removes this instance from the feed's
+    // `instances`: a poll after that would add it back.
+    key_watch.abort();
+    let _ = key_watch.await;
     state.store.close().await;
     result
 }

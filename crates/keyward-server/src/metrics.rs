@@ -1,8 +1,13 @@
 //! Prometheus metrics, one registry per server (no globals, so tests in one process do not mix).
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+
+use keyward_core::KeyCache;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -32,15 +37,90 @@ pub struct Metrics {
     usage_events_dropped: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatementLabels {
+    verb: &'static str,
+    table: &'static str,
+}
+
+/// What is read at scrape time: the verification cache's counters and the statement counts.
+struct ScrapeTime {
+    cache: Arc<KeyCache>,
+}
+
+impl std::fmt::Debug for ScrapeTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeTime")
+    }
+}
+
+impl Collector for ScrapeTime {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.cache.stats();
+        let counters = [
+            (
+                "key_cache_hits",
+                "Verifications answered from the key cache",
+                stats.hits,
+            ),
+            (
+                "key_cache_misses",
+                "Verifications that read the key from the database (absent, or cache not serving)",
+                stats.misses,
+            ),
+            (
+                "key_cache_invalidations",
+                "Key changes applied to the key cache, from this instance or another",
+                stats.invalidations,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            (
+                "key_cache_entries",
+                "Keys held by the key cache",
+                stats.entries as i64,
+            ),
+            (
+                "key_cache_serving",
+                "1 while the key cache answers (it follows every instance's key changes), else 0",
+                i64::from(self.cache.is_serving()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let statements = keyward_store::statement_counts();
+        let mut family = encoder.encode_descriptor(
+            "db_statements",
+            "SQL statements this process ran, by verb and first table",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for line in statements {
+            let labels = StatementLabels {
+                verb: line.verb,
+                table: line.table,
+            };
+            ConstCounter::new(line.count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(cache: Arc<KeyCache>) -> Self {
         let mut registry = Registry::with_prefix("keyward");
+        registry.register_collector(Box::new(ScrapeTime { cache }));
         let requests = Family::<RequestLabels, Counter>::default();
         let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 0.1 ms … ~3.3 s

@@ -10,11 +10,14 @@ use std::time::Duration;
 
 use keyward_core::store::{Store, StoreError};
 
+pub mod feed;
 mod postgres;
 mod sqlite;
+mod statements;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use statements::{statement_counts, StatementCount};
 
 /// Connection pool settings.
 #[derive(Debug, Clone)]

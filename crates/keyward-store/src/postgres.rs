@@ -20,6 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Clone)]
 pub struct SqlStore {
     pool: PgPool,
+    feed: std::sync::Arc<crate::feed::Feed>,
 }
 
 pub type PgStore = SqlStore;
@@ -45,14 +46,17 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("migrating {}: {e}", crate::redact_url(url))))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            feed: std::sync::Arc::new(crate::feed::Feed::default()),
+        })
     }
 }
 
 /// Locks the owner's user row until the transaction ends, so that concurrent key creations for
 /// one user (on any instance) count and insert one after the other.
 async fn lock_owner(tx: &mut sqlx::Transaction<'static, Db>, owner: &Owner) -> StoreResult<()> {
-    sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+    query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
         .bind(owner.user_id.as_str())
         .execute(&mut **tx)
         .await

@@ -7,9 +7,9 @@
 use async_trait::async_trait;
 use keyward_core::store::{
     AccountStore, ApiKeyRecord, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount, NewApiKey,
-    NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore, SessionSummary,
-    SigningKeyRecord, SigningKeyStore, Store, StoreError, StoreResult, TenantRecord, UsageDayRecord,
-    UsageDelta, UsageStore, UserRecord,
+    NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore,
+    SessionSummary, SigningKeyRecord, SigningKeyStore, Store, StoreError, StoreResult,
+    TenantRecord, UsageDayRecord, UsageDelta, UsageStore, UserRecord,
 };
 use keyward_core::{
     Description, Email, KeyId, KeyMeta, KeyName, Scopes, SessionId, TenantId, Timestamp, TokenHash,
@@ -32,6 +32,246 @@ impl SqlStore {
     async fn begin(&self) -> StoreResult<Transaction<'static, Db>> {
         self.pool.begin().await.map_err(map_error)
     }
+
+    /// Records the change of the key with `key_hash` in the feed (see `feed.rs`), commits `tx`,
+    /// then waits until every live peer has read it, or until none can still serve it from its
+    /// cache.
+    async fn commit_key_change(
+        &self,
+        mut tx: Transaction<'static, Db>,
+        key_hash: &TokenHash,
+    ) -> StoreResult<()> {
+        let seq: i64 =
+            query_scalar("UPDATE key_change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        query("INSERT INTO key_changes (seq, key_hash, changed_at) VALUES ($1, $2, $3)")
+            .bind(seq)
+            .bind(&key_hash.as_bytes()[..])
+            .bind(crate::feed::now_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        let deadline = tokio::time::Instant::now() + crate::feed::SETTLE_TIMEOUT;
+        loop {
+            let behind: i64 = query_scalar(
+                "SELECT COUNT(*) FROM instances \
+                 WHERE id <> $1 AND heartbeat_at > $2 AND seen_seq < $3",
+            )
+            .bind(&self.feed.instance)
+            .bind(crate::feed::now_millis() - crate::feed::PEER_TTL_MILLIS)
+            .bind(seq)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_error)?;
+            if behind == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    instances = behind,
+                    "instances sharing the database did not read a key change in time; \
+                     their caches have stopped serving, so the change holds everywhere"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(crate::feed::POLL_INTERVAL / 4).await;
+        }
+    }
+
+    /// Adds this instance to `instances`, having read as far as the feed goes now (its cache
+    /// is empty, so there is nothing older to forget), and prunes what is long dead.
+    async fn join_feed(&self) -> StoreResult<i64> {
+        let now = crate::feed::now_millis();
+        let mut tx = self.begin().await?;
+        let seq: i64 = query_scalar("SELECT seq FROM key_change_counter WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        query("DELETE FROM instances WHERE id = $1 OR heartbeat_at < $2")
+            .bind(&self.feed.instance)
+            .bind(now - crate::feed::RETENTION_MILLIS)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        query("INSERT INTO instances (id, seen_seq, heartbeat_at) VALUES ($1, $2, $3)")
+            .bind(&self.feed.instance)
+            .bind(seq)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        query("DELETE FROM key_changes WHERE changed_at < $1")
+            .bind(now - crate::feed::RETENTION_MILLIS)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(seq)
+    }
+
+    /// One poll: the hashes changed after `seen`, oldest first, with their numbers.
+    async fn read_feed(&self, seen: i64) -> StoreResult<Vec<(i64, TokenHash)>> {
+        query("SELECT seq, key_hash FROM key_changes WHERE seq > $1 ORDER BY seq LIMIT 1000")
+            .bind(seen)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_error)?
+            .iter()
+            .map(|row| Ok((get(row, "seq")?, hash(row, "key_hash")?)))
+            .collect()
+    }
+
+    /// Records how far this instance has read; `false` when its row is gone (pruned after a
+    /// long stall), and it must join again.
+    async fn report_feed(&self, seen: i64) -> StoreResult<bool> {
+        let updated = query("UPDATE instances SET seen_seq = $1, heartbeat_at = $2 WHERE id = $3")
+            .bind(seen)
+            .bind(crate::feed::now_millis())
+            .bind(&self.feed.instance)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    /// Fills an empty cache with every key that is not revoked, a page at a time, so that the
+    /// first verification of each needs no database. A page that raced a key change is read
+    /// again; it stops when the cache is full or stops serving.
+    async fn preload_keys(&self, cache: &keyward_core::KeyCache) -> StoreResult<u64> {
+        use keyward_core::Preload;
+        let sql = concat!(
+            "SELECT seq, ",
+            key_columns!(),
+            " FROM api_keys WHERE seq > $1 AND revoked_at IS NULL ORDER BY seq LIMIT 2000"
+        );
+        let (mut after, mut kept): (i64, u64) = (0, 0);
+        loop {
+            let generation = cache.generation();
+            let rows = query(sql)
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_error)?;
+            let Some(last) = rows.last() else {
+                return Ok(kept);
+            };
+            let last: i64 = get(last, "seq")?;
+            let mut raced = false;
+            for row in &rows {
+                match cache.preload(&key_from_row(row)?, generation) {
+                    Preload::Kept => kept += 1,
+                    Preload::Raced => {
+                        raced = true;
+                        break;
+                    }
+                    Preload::Full | Preload::NotServing => return Ok(kept),
+                    Preload::Skipped => {}
+                }
+            }
+            if !raced {
+                after = last;
+            }
+        }
+    }
+
+    /// The feed's reader (see `feed.rs`); it ends when the pool closes.
+    fn spawn_key_watch(
+        &self,
+        cache: std::sync::Arc<keyward_core::KeyCache>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            use crate::feed::{HEARTBEAT_INTERVAL, LEASE, POLL_INTERVAL};
+            use tokio::time::Instant;
+            let mut joined: Option<(i64, Instant)> = None;
+            let mut preload: Option<tokio::task::JoinHandle<()>> = None;
+            let mut last_success = Instant::now();
+            let mut ticker = tokio::time::interval(POLL_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !store.pool.is_closed() {
+                ticker.tick().await;
+                let started = Instant::now();
+                let Some((seen, reported)) = joined else {
+                    if let Ok(seen) = store.join_feed().await {
+                        // An empty cache: whatever it held may have changed unheard.
+                        cache.set_enabled(true);
+                        joined = Some((seen, started));
+                        last_success = started;
+                        cache.renew_lease((started + LEASE).into_std());
+                        if let Some(previous) = preload.take() {
+                            previous.abort();
+                        }
+                        let (store, cache) = (store.clone(), cache.clone());
+                        preload = Some(tokio::spawn(async move {
+                            match store.preload_keys(&cache).await {
+                                Ok(kept) => tracing::debug!(kept, "key cache preloaded"),
+                                // Closed: the server is stopping.
+                                Err(_) if store.pool.is_closed() => {}
+                                Err(error) => {
+                                    tracing::warn!(%error, "preloading the key cache failed; keys load as they are verified")
+                                }
+                            }
+                        }));
+                    }
+                    continue;
+                };
+                let Ok(changes) = store.read_feed(seen).await else {
+                    continue;
+                };
+                if started.duration_since(last_success) > LEASE {
+                    // The lease ran out: what this instance held may be older than the
+                    // oldest change still in the feed.
+                    cache.set_enabled(true);
+                }
+                for (_, hash) in &changes {
+                    cache.invalidate(hash);
+                }
+                let seen = changes.last().map_or(seen, |(seq, _)| *seq);
+                let mut reported_at = reported;
+                if !changes.is_empty() || started.duration_since(reported) >= HEARTBEAT_INTERVAL {
+                    match store.report_feed(seen).await {
+                        Ok(true) => reported_at = started,
+                        Ok(false) => {
+                            joined = None;
+                            continue;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                joined = Some((seen, reported_at));
+                last_success = started;
+                cache.renew_lease((started + LEASE).into_std());
+            }
+        })
+    }
+
+    /// Leaves `instances`, so that no peer waits for this instance any more.
+    async fn leave_feed(&self) {
+        let _ = query("DELETE FROM instances WHERE id = $1")
+            .bind(&self.feed.instance)
+            .execute(&self.pool)
+            .await;
+    }
+}
+
+/// `sqlx::query`, counted (see `statements.rs`).
+fn query<'q>(
+    sql: &'static str,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>> {
+    sqlx::query(crate::statements::counted(sql))
+}
+
+/// `sqlx::query_scalar`, counted (see `statements.rs`).
+fn query_scalar<'q, O>(
+    sql: &'static str,
+) -> sqlx::query::QueryScalar<'q, Db, O, <Db as sqlx::Database>::Arguments<'q>>
+where
+    (O,): for<'r> sqlx::FromRow<'r, DbRow>,
+{
+    sqlx::query_scalar(crate::statements::counted(sql))
 }
 
 fn ts(value: Option<i64>) -> Option<Timestamp> {
@@ -103,7 +343,7 @@ async fn insert_session(
     tx: &mut Transaction<'static, Db>,
     session: &NewSession,
 ) -> StoreResult<()> {
-    sqlx::query(
+    query(
         "INSERT INTO sessions (id, user_id, tenant_id, created_at, expires_at, device) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -116,15 +356,13 @@ async fn insert_session(
     .execute(&mut **tx)
     .await
     .map_err(map_error)?;
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
-    )
-    .bind(&session.refresh_token_hash.as_bytes()[..])
-    .bind(session.id.as_str())
-    .bind(session.created_at.seconds())
-    .execute(&mut **tx)
-    .await
-    .map_err(map_error)?;
+    query("INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
+        .bind(&session.refresh_token_hash.as_bytes()[..])
+        .bind(session.id.as_str())
+        .bind(session.created_at.seconds())
+        .execute(&mut **tx)
+        .await
+        .map_err(map_error)?;
     Ok(())
 }
 
@@ -142,7 +380,7 @@ async fn insert_key_row(
          WHERE $14 IS NULL OR (SELECT COUNT(*) FROM api_keys WHERE user_id = $3 AND tenant_id = $2 \
                AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $15)) < $14"
     );
-    let result = sqlx::query(sql)
+    let result = query(sql)
         .bind(key.id.as_str())
         .bind(key.owner.tenant_id.as_str())
         .bind(key.owner.user_id.as_str())
@@ -168,7 +406,7 @@ async fn insert_key_row(
 impl AccountStore for SqlStore {
     async fn create_account(&self, account: NewAccount) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+        query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(account.tenant.id.as_str())
             .bind(&account.tenant.name)
             .bind(account.tenant.created_at.seconds())
@@ -176,7 +414,7 @@ impl AccountStore for SqlStore {
             .await
             .map_err(map_error)?;
         let user = &account.user;
-        sqlx::query(
+        query(
             "INSERT INTO users (id, tenant_id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(user.id.as_str())
@@ -196,7 +434,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>> {
-        sqlx::query("SELECT * FROM users WHERE email = $1")
+        query("SELECT * FROM users WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -207,7 +445,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<UserRecord>> {
-        sqlx::query("SELECT * FROM users WHERE id = $1")
+        query("SELECT * FROM users WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -218,7 +456,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn find_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
+        let row = query("SELECT id, name, created_at FROM tenants WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -241,13 +479,13 @@ impl AccountStore for SqlStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+        query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(user.as_str())
             .execute(&mut *tx)
             .await
             .map_err(map_error)?;
-        sqlx::query(
+        query(
             "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL",
         )
         .bind(now.seconds())
@@ -269,7 +507,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn find_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
-        sqlx::query("SELECT * FROM sessions WHERE id = $1")
+        query("SELECT * FROM sessions WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -283,7 +521,7 @@ impl SessionStore for SqlStore {
         &self,
         token: &TokenHash,
     ) -> StoreResult<Option<RefreshTokenRecord>> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT token_hash, session_id, spent_at FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(&token.as_bytes()[..])
@@ -308,7 +546,7 @@ impl SessionStore for SqlStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let spent = sqlx::query(
+        let spent = query(
             "UPDATE refresh_tokens SET spent_at = $1 WHERE token_hash = $2 AND session_id = $3 AND spent_at IS NULL",
         )
         .bind(now.seconds())
@@ -320,7 +558,7 @@ impl SessionStore for SqlStore {
         if spent.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query(
+        query(
             "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
         )
         .bind(&new.as_bytes()[..])
@@ -334,7 +572,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn revoke_session(&self, id: &SessionId, now: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now.seconds())
             .bind(id.as_str())
             .execute(&self.pool)
@@ -344,14 +582,12 @@ impl SessionStore for SqlStore {
     }
 
     async fn revoke_user_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now.seconds())
-        .bind(user.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(map_error)?;
+        query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now.seconds())
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
         Ok(())
     }
 
@@ -361,7 +597,7 @@ impl SessionStore for SqlStore {
         now: Timestamp,
     ) -> StoreResult<Vec<SessionSummary>> {
         // The newest refresh token of a session was issued at its last sign-in or refresh.
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT s.id, s.device, s.created_at, \
              CAST(COALESCE(MAX(r.created_at), s.created_at) AS BIGINT) AS last_used_at \
              FROM sessions s LEFT JOIN refresh_tokens r ON r.session_id = s.id \
@@ -392,7 +628,7 @@ impl SessionStore for SqlStore {
         id: &SessionId,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
+        let done = query(
             "UPDATE sessions SET revoked_at = $1 \
              WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
         )
@@ -434,7 +670,7 @@ impl KeyStore for SqlStore {
             " FROM api_keys WHERE user_id = $1 AND tenant_id = $2 \
              AND ($3 OR revoked_at IS NULL) ORDER BY seq DESC"
         );
-        sqlx::query(sql)
+        query(sql)
             .bind(owner.user_id.as_str())
             .bind(owner.tenant_id.as_str())
             .bind(include_revoked)
@@ -452,7 +688,7 @@ impl KeyStore for SqlStore {
             key_columns!(),
             " FROM api_keys WHERE id = $1 AND user_id = $2 AND tenant_id = $3"
         );
-        sqlx::query(sql)
+        query(sql)
             .bind(id.as_str())
             .bind(owner.user_id.as_str())
             .bind(owner.tenant_id.as_str())
@@ -470,7 +706,7 @@ impl KeyStore for SqlStore {
             key_columns!(),
             " FROM api_keys WHERE key_hash = $1"
         );
-        sqlx::query(sql)
+        query(sql)
             .bind(&key_hash.as_bytes()[..])
             .fetch_optional(&self.pool)
             .await
@@ -480,18 +716,30 @@ impl KeyStore for SqlStore {
             .transpose()
     }
 
-    async fn revoke_key(&self, owner: &Owner, id: &KeyId, now: Timestamp) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND user_id = $3 AND tenant_id = $4",
+    async fn revoke_key(
+        &self,
+        owner: &Owner,
+        id: &KeyId,
+        now: Timestamp,
+    ) -> StoreResult<Option<TokenHash>> {
+        let mut tx = self.begin().await?;
+        let revoked = query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+             WHERE id = $2 AND user_id = $3 AND tenant_id = $4 RETURNING key_hash",
         )
         .bind(now.seconds())
         .bind(id.as_str())
         .bind(owner.user_id.as_str())
         .bind(owner.tenant_id.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_error)?;
-        Ok(result.rows_affected() == 1)
+        let Some(row) = revoked else {
+            return Ok(None);
+        };
+        let key_hash = hash(&row, "key_hash")?;
+        self.commit_key_change(tx, &key_hash).await?;
+        Ok(Some(key_hash))
     }
 
     async fn rotate_key(
@@ -500,29 +748,31 @@ impl KeyStore for SqlStore {
         new: NewApiKey,
         old_expires_at: Option<Timestamp>,
         now: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<TokenHash>> {
         let mut tx = self.begin().await?;
-        let ended = sqlx::query(
+        let ended = query(
             "UPDATE api_keys SET \
                revoked_at = CASE WHEN $1 IS NULL THEN $2 ELSE revoked_at END, \
                expires_at = COALESCE($1, expires_at) \
              WHERE id = $3 AND user_id = $4 AND tenant_id = $5 \
-               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+               AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) \
+             RETURNING key_hash",
         )
         .bind(old_expires_at.map(Timestamp::seconds))
         .bind(now.seconds())
         .bind(old.as_str())
         .bind(new.owner.user_id.as_str())
         .bind(new.owner.tenant_id.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_error)?;
-        if ended.rows_affected() != 1 {
-            return Ok(false);
-        }
+        let Some(row) = ended else {
+            return Ok(None);
+        };
+        let old_hash = hash(&row, "key_hash")?;
         insert_key_row(&mut tx, &new, None, now).await?;
-        tx.commit().await.map_err(map_error)?;
-        Ok(true)
+        self.commit_key_change(tx, &old_hash).await?;
+        Ok(Some(old_hash))
     }
 
     async fn touch_keys(&self, uses: &[(KeyId, Timestamp)]) -> StoreResult<()> {
@@ -530,7 +780,7 @@ impl KeyStore for SqlStore {
         for (id, at) in uses {
             // The database, not each instance's memory, keeps the once-a-minute promise: two
             // instances noting the same first use write it once.
-            sqlx::query(
+            query(
                 "UPDATE api_keys SET last_used_at = $1 \
                  WHERE id = $2 AND (last_used_at IS NULL OR last_used_at <= $1 - $3)",
             )
@@ -576,12 +826,12 @@ impl DeviceStore for SqlStore {
         code: NewDeviceCode,
         forget_after_seconds: i64,
     ) -> StoreResult<()> {
-        sqlx::query("DELETE FROM device_codes WHERE expires_at <= $1")
+        query("DELETE FROM device_codes WHERE expires_at <= $1")
             .bind(code.created_at.seconds() - forget_after_seconds)
             .execute(&self.pool)
             .await
             .map_err(map_error)?;
-        sqlx::query(
+        query(
             "INSERT INTO device_codes (device_code_hash, user_code, client_name, created_at, expires_at, interval_seconds) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -598,7 +848,7 @@ impl DeviceStore for SqlStore {
     }
 
     async fn find_device_code(&self, hash: &TokenHash) -> StoreResult<Option<DeviceCodeRecord>> {
-        sqlx::query(
+        query(
             "SELECT user_code, client_name, created_at, expires_at, interval_seconds, last_polled_at, \
              user_id, tenant_id, approved_at, denied_at, redeemed_at \
              FROM device_codes WHERE device_code_hash = $1",
@@ -616,7 +866,7 @@ impl DeviceStore for SqlStore {
         &self,
         user_code: &str,
     ) -> StoreResult<Option<DeviceCodeRecord>> {
-        sqlx::query(
+        query(
             "SELECT user_code, client_name, created_at, expires_at, interval_seconds, last_polled_at, \
              user_id, tenant_id, approved_at, denied_at, redeemed_at \
              FROM device_codes WHERE user_code = $1",
@@ -638,7 +888,7 @@ impl DeviceStore for SqlStore {
     ) -> StoreResult<bool> {
         // Each statement is atomic: of two polls racing past the interval, the second sees the
         // first's `last_polled_at` (PostgreSQL re-checks the condition on the locked row).
-        let on_time = sqlx::query(
+        let on_time = query(
             "UPDATE device_codes SET last_polled_at = $1 WHERE device_code_hash = $2 \
              AND (last_polled_at IS NULL OR last_polled_at <= $1 - interval_seconds)",
         )
@@ -650,7 +900,7 @@ impl DeviceStore for SqlStore {
         if on_time.rows_affected() == 1 {
             return Ok(true);
         }
-        sqlx::query(
+        query(
             "UPDATE device_codes SET last_polled_at = $1, interval_seconds = interval_seconds + $2 \
              WHERE device_code_hash = $3",
         )
@@ -670,7 +920,7 @@ impl DeviceStore for SqlStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let result = match approver {
-            Some(owner) => sqlx::query(
+            Some(owner) => query(
                 "UPDATE device_codes SET approved_at = $1, user_id = $2, tenant_id = $3 \
                  WHERE user_code = $4 AND expires_at > $1 AND approved_at IS NULL AND denied_at IS NULL",
             )
@@ -680,7 +930,7 @@ impl DeviceStore for SqlStore {
             .bind(user_code)
             .execute(&self.pool)
             .await,
-            None => sqlx::query(
+            None => query(
                 "UPDATE device_codes SET denied_at = $1 \
                  WHERE user_code = $2 AND expires_at > $1 AND approved_at IS NULL AND denied_at IS NULL",
             )
@@ -703,7 +953,7 @@ impl DeviceStore for SqlStore {
         // The write comes first: it takes SQLite's write lock, and on PostgreSQL it locks the
         // row, so a racing redemption waits, re-checks `redeemed_at IS NULL` and changes nothing.
         let mut tx = self.begin().await?;
-        let redeemed = sqlx::query(
+        let redeemed = query(
             "UPDATE device_codes SET redeemed_at = $1, key_id = $2 \
              WHERE device_code_hash = $3 AND approved_at IS NOT NULL AND denied_at IS NULL \
              AND redeemed_at IS NULL AND expires_at > $1 AND user_id = $4 AND tenant_id = $5",
@@ -733,7 +983,7 @@ impl DeviceStore for SqlStore {
         user: &UserId,
         since: Timestamp,
     ) -> StoreResult<(u32, Option<Timestamp>)> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT COUNT(*) AS failures, MIN(failed_at) AS oldest FROM device_approval_failures \
              WHERE user_id = $1 AND failed_at >= $2",
         )
@@ -755,13 +1005,13 @@ impl DeviceStore for SqlStore {
         now: Timestamp,
         forget_before: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO device_approval_failures (user_id, failed_at) VALUES ($1, $2)")
+        query("INSERT INTO device_approval_failures (user_id, failed_at) VALUES ($1, $2)")
             .bind(user.as_str())
             .bind(now.seconds())
             .execute(&self.pool)
             .await
             .map_err(map_error)?;
-        sqlx::query("DELETE FROM device_approval_failures WHERE user_id = $1 AND failed_at < $2")
+        query("DELETE FROM device_approval_failures WHERE user_id = $1 AND failed_at < $2")
             .bind(user.as_str())
             .bind(forget_before.seconds())
             .execute(&self.pool)
@@ -774,7 +1024,7 @@ impl DeviceStore for SqlStore {
 #[async_trait]
 impl SigningKeyStore for SqlStore {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
-        let rows = sqlx::query("SELECT kid, private_key, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at")
+        let rows = query("SELECT kid, private_key, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at")
             .fetch_all(&self.pool)
             .await
             .map_err(map_error)?;
@@ -792,7 +1042,7 @@ impl SigningKeyStore for SqlStore {
     }
 
     async fn insert_signing_key(&self, key: SigningKeyRecord) -> StoreResult<()> {
-        sqlx::query(
+        query(
             "INSERT INTO signing_keys (kid, private_key, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&key.kid)
@@ -835,7 +1085,7 @@ impl UsageStore for SqlStore {
         });
         let mut tx = self.begin().await?;
         for delta in sorted {
-            sqlx::query(
+            query(
                 "INSERT INTO usage_daily \
                  (tenant_id, key_id, day, total, succeeded, failed, duration_us_sum, completed) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -869,7 +1119,7 @@ impl UsageStore for SqlStore {
         to_day: i64,
     ) -> StoreResult<Vec<UsageDayRecord>> {
         let query = match key {
-            Some(key) => sqlx::query(concat!(
+            Some(key) => query(concat!(
                 usage_sums!(),
                 "AND key_id = $4 GROUP BY day ORDER BY day"
             ))
@@ -877,7 +1127,7 @@ impl UsageStore for SqlStore {
             .bind(from_day)
             .bind(to_day)
             .bind(key.as_str()),
-            None => sqlx::query(concat!(usage_sums!(), "GROUP BY day ORDER BY day"))
+            None => query(concat!(usage_sums!(), "GROUP BY day ORDER BY day"))
                 .bind(tenant.as_str())
                 .bind(from_day)
                 .bind(to_day),
@@ -901,7 +1151,7 @@ impl UsageStore for SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
+        query("SELECT 1")
             .execute(&self.pool)
             .await
             .map_err(map_error)?;
@@ -909,6 +1159,14 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        self.leave_feed().await;
         self.pool.close().await;
+    }
+
+    fn watch_key_changes(
+        &self,
+        cache: std::sync::Arc<keyward_core::KeyCache>,
+    ) -> tokio::task::JoinHandle<()> {
+        self.spawn_key_watch(cache)
     }
 }

@@ -21,6 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqlStore {
     pool: SqlitePool,
+    feed: std::sync::Arc<crate::feed::Feed>,
 }
 
 pub type SqliteStore = SqlStore;
@@ -67,7 +68,10 @@ impl SqlStore {
         tx.commit()
             .await
             .map_err(|e| StoreError::Other(format!("migrating {url}: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            feed: std::sync::Arc::new(crate::feed::Feed::default()),
+        })
     }
 }
 

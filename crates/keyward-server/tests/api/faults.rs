@@ -797,16 +797,29 @@ async fn an_unreachable_database_answers_503_fast_writes_nothing_and_the_server_
     let account = app.register("ada@example.com").await;
     let key = key_of(&app.create_key(&account, json!({"name": "before"})).await);
     assert_eq!(app.verify(&key, None).await["code"], "VALID");
+    // Never verified, so never in the key cache: its checks need the database.
+    let uncached = key_of(&app.create_key(&account, json!({"name": "uncached"})).await);
     app.get("/readyz", Auth::None).await.expect(200);
 
     for outage in 0..2 {
         let before = table_counts(&database.url).await;
         let during = format!("during-{outage}@example.com");
         proxy.stop().await;
+        let cut = std::time::Instant::now();
 
         // Twice: right after the cut (dead pooled connections) and once they are all gone.
-        everything_unavailable(&app, &account, &key, &during).await;
-        everything_unavailable(&app, &account, &key, &during).await;
+        everything_unavailable(&app, &account, &uncached, &during).await;
+        everything_unavailable(&app, &account, &uncached, &during).await;
+
+        // A cached key answers from memory only while the cache hears every instance's key
+        // changes: its lease (1 s) runs out, and then its checks need the database too.
+        tokio::time::sleep(Duration::from_millis(1_200).saturating_sub(cut.elapsed())).await;
+        let secrets = [app_database(&app), app_port(&app)];
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let cached = app
+            .post("/v1/keys/verify", Auth::None, json!({"key": key}))
+            .await;
+        expect_unavailable(&cached, "verify of a cached key", &secrets);
 
         // Nothing of the failed register or key creation was written.
         assert_eq!(table_counts(&database.url).await, before, "outage {outage}");
@@ -829,7 +842,11 @@ async fn an_unreachable_database_answers_503_fast_writes_nothing_and_the_server_
             .iter()
             .map(|k| k["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["before"], "a key created during the outage exists");
+        assert_eq!(
+            names,
+            ["uncached", "before"],
+            "a key created during the outage exists"
+        );
     }
 }
 
@@ -912,6 +929,11 @@ async fn a_statement_past_the_statement_timeout_answers_503_not_500() {
     let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
 
     for round in 0..2 {
+        // Never verified, so not in the key cache: its check needs the table.
+        let uncached = key_of(
+            &app.create_key(&account, json!({"name": format!("uncached-{round}")}))
+                .await,
+        );
         // Another client holds api_keys: every statement on it waits, past the timeout.
         let mut locker = postgres_admin(&app.database_url()).await;
         sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
@@ -919,6 +941,10 @@ async fn a_statement_past_the_statement_timeout_answers_503_not_500() {
             .execute(&mut locker)
             .await
             .unwrap();
+        if round > 0 {
+            // Verified after round 0, so cached: it needs no table and answers at once.
+            assert_eq!(app.verify(&key, None).await["code"], "VALID");
+        }
 
         let (create, verify, list) = tokio::join!(
             answered(
@@ -927,7 +953,7 @@ async fn a_statement_past_the_statement_timeout_answers_503_not_500() {
             ),
             answered(
                 "verify",
-                app.post("/v1/keys/verify", Auth::None, json!({"key": key}))
+                app.post("/v1/keys/verify", Auth::None, json!({"key": uncached}))
             ),
             answered("list keys", app.get("/v1/keys", session)),
         );
@@ -951,7 +977,7 @@ async fn a_statement_past_the_statement_timeout_answers_503_not_500() {
         let keys = app.get("/v1/keys", session).await;
         assert_eq!(
             keys.expect(200)["keys"].as_array().map(Vec::len),
-            Some(round + 1)
+            Some(2 * round + 2)
         );
         let created = app
             .create_key(&account, json!({"name": format!("after-{round}")}))

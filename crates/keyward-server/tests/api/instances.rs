@@ -168,6 +168,141 @@ async fn a_key_made_on_one_instance_works_on_another_and_dies_everywhere_when_re
     }
 }
 
+/// The instance's verification cache, waited for until it serves (its change feed has
+/// joined, within a few polls of the start).
+async fn serving_cache(app: &TestApp) -> std::sync::Arc<keyward_core::KeyCache> {
+    let cache = app
+        .server
+        .as_ref()
+        .expect("running")
+        .state
+        .keys
+        .cache()
+        .clone();
+    for _ in 0..200 {
+        if cache.is_serving() {
+            return cache;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the key cache never started serving");
+}
+
+#[tokio::test]
+async fn a_cached_key_is_refused_everywhere_the_moment_it_is_revoked_or_rotated_under_load() {
+    let a = first_instance().await;
+    let b = another_instance(&a).await;
+    let cache_a = serving_cache(&a).await;
+    let cache_b = serving_cache(&b).await;
+    let account = a.register("ada@example.com").await;
+    let session = Auth::Bearer(&account.access_token);
+
+    // Load on both instances all along: other keys verified from 4 tasks.
+    let mut load_keys = Vec::new();
+    for i in 0..3 {
+        let created = a
+            .create_key(&account, json!({"name": format!("load {i}")}))
+            .await;
+        load_keys.push(str_of(&created, "key").to_owned());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (n, app) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let (url, http, keys, stop) = (
+            app.url("/v1/keys/verify"),
+            app.http.clone(),
+            load_keys.clone(),
+            stop.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut answered = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = &keys[(answered as usize + n) % keys.len()];
+                let answer: Value = http
+                    .post(&url)
+                    .json(&json!({"key": key}))
+                    .send()
+                    .await
+                    .expect("verify")
+                    .json()
+                    .await
+                    .expect("json");
+                assert_eq!(answer["code"], "VALID", "{answer}");
+                answered += 1;
+            }
+            answered
+        }));
+    }
+
+    for round in 0..6 {
+        // Made on one instance, cached on both, ended on one of them.
+        let (maker, ender) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let created = maker
+            .create_key(&account, json!({"name": format!("round {round}")}))
+            .await;
+        let (id, secret) = (str_of(&created, "id"), str_of(&created, "key"));
+        for app in [&a, &b] {
+            for _ in 0..3 {
+                assert_eq!(verify_code(app, secret).await, "VALID");
+            }
+        }
+        let hits = (cache_a.stats().hits, cache_b.stats().hits);
+        assert_eq!(verify_code(&a, secret).await, "VALID");
+        assert_eq!(verify_code(&b, secret).await, "VALID");
+        assert!(
+            cache_a.stats().hits > hits.0 && cache_b.stats().hits > hits.1,
+            "verified from memory"
+        );
+
+        if round < 4 {
+            ender.delete(&key_path(id), session).await.expect(204);
+            for app in [&b, &a] {
+                assert_eq!(verify_code(app, secret).await, "REVOKED", "round {round}");
+                me(app, Auth::ApiKey(secret))
+                    .await
+                    .expect_problem(401, "invalid_api_key");
+            }
+        } else {
+            // A rotation with no grace ends the old key at once, everywhere.
+            let rotated = ender
+                .post(&format!("{}/rotate", key_path(id)), session, json!({}))
+                .await;
+            let new_secret = str_of(rotated.expect(201), "key").to_owned();
+            for app in [&b, &a] {
+                assert_eq!(verify_code(app, secret).await, "REVOKED", "round {round}");
+                assert_eq!(verify_code(app, &new_secret).await, "VALID");
+            }
+        }
+    }
+
+    // A rotation with a grace period: the old key lives until then, on every instance.
+    let created = a.create_key(&account, json!({"name": "graced"})).await;
+    let (id, secret) = (str_of(&created, "id"), str_of(&created, "key"));
+    for app in [&a, &b] {
+        assert_eq!(verify_code(app, secret).await, "VALID");
+    }
+    b.post(
+        &format!("{}/rotate", key_path(id)),
+        session,
+        json!({"grace_period_seconds": 60}),
+    )
+    .await
+    .expect(201);
+    a.clock.advance(59);
+    for app in [&a, &b] {
+        assert_eq!(verify_code(app, secret).await, "VALID");
+    }
+    a.clock.advance(1);
+    for app in [&a, &b] {
+        assert_eq!(verify_code(app, secret).await, "EXPIRED");
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        assert!(task.await.expect("load task") > 0, "the load ran");
+    }
+}
+
 // ---------------------------------------------------------------- sessions and tokens
 
 #[tokio::test]
