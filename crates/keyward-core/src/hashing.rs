@@ -7,7 +7,6 @@ use argon2::{Algorithm, Argon2, Params, PasswordVerifier, Version};
 use rand::distributions::{Alphanumeric, DistString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 use crate::error::{CoreError, CoreResult};
 use crate::secret::Password;
@@ -70,15 +69,39 @@ impl Default for PasswordHasherConfig {
     }
 }
 
-/// Hashes and verifies passwords on the blocking pool, at most `max_concurrent` at a time, so a
-/// burst of logins neither stalls the async runtime nor allocates unbounded memory.
+/// Hashes and verifies passwords on threads of their own, at most `max_concurrent` at a time,
+/// so a burst of logins neither stalls the async runtime nor allocates unbounded memory.
+///
+/// The threads run at the lowest CPU priority (Linux `nice` 19): when logins and API requests
+/// compete for the cores, requests (key verification above all) go first and a login storm
+/// barely moves their latency; with the cores otherwise idle, hashing runs at full speed.
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Arc<Argon2<'static>>,
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     /// A hash of a random password, verified against when the email is unknown so that
     /// "no such user" costs the same as "wrong password".
     dummy_hash: Arc<String>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The niceness of the hashing threads: the lowest priority that still runs.
+const HASHING_NICENESS: i32 = 19;
+
+/// Lowers the calling thread's CPU priority (Linux: `nice` is per thread). Elsewhere a no-op.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
+        let result = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, HASHING_NICENESS)
+        };
+        if result != 0 {
+            tracing::debug!("could not lower the password hashing thread's priority");
+        }
+    }
 }
 
 impl PasswordHasher {
@@ -93,9 +116,33 @@ impl PasswordHasher {
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
         let dummy_hash = hash_with(&argon2, &dummy)?;
+        // Waiting jobs hold a password and a reply channel, not argon2's memory; the bound
+        // only keeps a flood from growing the queue without end.
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(4096);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..config.max_concurrent.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("keyward-hash-{n}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            // Every hasher is gone.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| CoreError::Unexpected(format!("password hashing thread: {e}")))?;
+        }
         Ok(Self {
             argon2: Arc::new(argon2),
-            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            jobs,
             dummy_hash: Arc::new(dummy_hash),
         })
     }
@@ -128,14 +175,26 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> CoreResult<T> {
-        let _permit = self
-            .permits
-            .acquire()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        let closed = || CoreError::Unexpected("password hasher closed".into());
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                // 4096 jobs wait: wait for room, off the async threads.
+                let jobs = self.jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|e| CoreError::Unexpected(format!("password hashing queue: {e}")))?
+                    .map_err(|_| closed())?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(closed()),
+        }
+        answer
             .await
-            .map_err(|_| CoreError::Unexpected("password hasher closed".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| CoreError::Unexpected(format!("password hashing task failed: {e}")))
+            .map_err(|_| CoreError::Unexpected("password hashing failed".into()))
     }
 }
 
