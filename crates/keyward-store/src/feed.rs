@@ -31,6 +31,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const PEER_TTL_MILLIS: i64 = 30_000;
 /// `key_changes` rows and `instances` rows older than this are deleted.
 pub const RETENTION_MILLIS: i64 = 3_600_000;
+/// How often each instance deletes them.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// This instance's name in `instances`.
 #[derive(Debug)]

@@ -82,34 +82,46 @@ impl SqlStore {
     }
 
     /// Adds this instance to `instances`, having read as far as the feed goes now (its cache
-    /// is empty, so there is nothing older to forget), and prunes what is long dead.
+    /// is empty, so there is nothing older to forget).
     async fn join_feed(&self) -> StoreResult<i64> {
-        let now = crate::feed::now_millis();
+        self.prune_feed().await?;
+        // The write first, so that SQLite takes its write lock before the read.
         let mut tx = self.begin().await?;
-        let seq: i64 = query_scalar("SELECT seq FROM key_change_counter WHERE id = 1")
-            .fetch_one(&mut *tx)
+        query("DELETE FROM instances WHERE id = $1")
+            .bind(&self.feed.instance)
+            .execute(&mut *tx)
             .await
             .map_err(map_error)?;
-        query("DELETE FROM instances WHERE id = $1 OR heartbeat_at < $2")
-            .bind(&self.feed.instance)
-            .bind(now - crate::feed::RETENTION_MILLIS)
-            .execute(&mut *tx)
+        let seq: i64 = query_scalar("SELECT seq FROM key_change_counter WHERE id = 1")
+            .fetch_one(&mut *tx)
             .await
             .map_err(map_error)?;
         query("INSERT INTO instances (id, seen_seq, heartbeat_at) VALUES ($1, $2, $3)")
             .bind(&self.feed.instance)
             .bind(seq)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
-        query("DELETE FROM key_changes WHERE changed_at < $1")
-            .bind(now - crate::feed::RETENTION_MILLIS)
+            .bind(crate::feed::now_millis())
             .execute(&mut *tx)
             .await
             .map_err(map_error)?;
         tx.commit().await.map_err(map_error)?;
         Ok(seq)
+    }
+
+    /// Deletes changes and instances older than the feed's retention (an hour): far past any
+    /// lease, so no instance can still need them.
+    async fn prune_feed(&self) -> StoreResult<()> {
+        let cutoff = crate::feed::now_millis() - crate::feed::RETENTION_MILLIS;
+        query("DELETE FROM instances WHERE heartbeat_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        query("DELETE FROM key_changes WHERE changed_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 
     /// One poll: the hashes changed after `seen`, oldest first, with their numbers.
@@ -189,6 +201,7 @@ impl SqlStore {
             let mut joined: Option<(i64, Instant)> = None;
             let mut preload: Option<tokio::task::JoinHandle<()>> = None;
             let mut last_success = Instant::now();
+            let mut pruned = Instant::now();
             let mut ticker = tokio::time::interval(POLL_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !store.pool.is_closed() {
@@ -218,6 +231,12 @@ impl SqlStore {
                     }
                     continue;
                 };
+                if started.duration_since(pruned) >= crate::feed::PRUNE_INTERVAL {
+                    pruned = started;
+                    if let Err(error) = store.prune_feed().await {
+                        tracing::debug!(%error, "pruning the key-change feed failed");
+                    }
+                }
                 let Ok(changes) = store.read_feed(seen).await else {
                     continue;
                 };
