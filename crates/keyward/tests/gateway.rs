@@ -1,6 +1,7 @@
 //! The gateway as it runs in production: the real `keyward serve --gateway-listen … --upstream
-//! …` process, measured from outside. Plain TCP on purpose: these tests count bytes and
-//! requests exactly, with nothing between them and the server.
+//! …` process, measured from outside. Plain TCP on purpose: these tests count bytes, requests
+//! and SQL statements exactly, with nothing between them and the server (the statement counts
+//! are per process, so only a process of its own can show them).
 
 #![cfg(target_os = "linux")]
 
@@ -243,6 +244,79 @@ fn serve_one(stream: TcpStream) {
             return;
         }
     }
+}
+
+/// The process's `keyward_db_statements_total`, as `"VERB table" → count`.
+fn statements(api: &str) -> std::collections::HashMap<String, u64> {
+    let head = request(api, "GET", "/metrics", "", b"");
+    let (status, text) = exchange(api, &head, b"").expect("metrics");
+    assert_eq!(status, 200);
+    text.lines()
+        .filter_map(|line| line.strip_prefix("keyward_db_statements_total{"))
+        .map(|rest| {
+            let (labels, count) = rest.split_once("} ").expect("a sample");
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                    .map(|value| value.trim_end_matches('"').to_owned())
+                    .expect("label")
+            };
+            (
+                format!("{} {}", label("verb"), label("table")),
+                count.trim().parse().expect("count"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn verifying_a_cached_key_runs_no_sql_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = spawn_raw_upstream();
+    let server = Server::start(dir.path(), &format!("http://{upstream}"), free_port());
+    let (_, key) = account_and_key(&server.api);
+    let verify = |expected: &str| {
+        let answer = post_json(&server.api, "/v1/keys/verify", None, json!({"key": key}));
+        assert_eq!(answer["code"], expected, "{answer}");
+    };
+    // The first use reads the key once (unless the preload had it) and notes `last_used_at`,
+    // written by the next flush, within a second.
+    verify("VALID");
+    std::thread::sleep(Duration::from_millis(1_500));
+
+    let before = statements(&server.api);
+    let auth = format!("X-API-Key: {key}\r\n");
+    for _ in 0..100 {
+        verify("VALID");
+        let head = request(&server.gateway, "GET", "/hello", &auth, b"");
+        assert_eq!(exchange(&server.gateway, &head, b"").unwrap().0, 200);
+    }
+    let after = statements(&server.api);
+    let changed: Vec<(String, u64)> = after
+        .iter()
+        .map(|(name, count)| (name.clone(), count - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, delta)| *delta > 0)
+        .collect();
+    eprintln!("statements during 100 verifies and 100 gateway requests: {changed:?}");
+    for (name, delta) in &changed {
+        // What runs anyway, on timers: the key-change feed's polls and heartbeats, and the
+        // usage writer's batches. Nothing else, and nothing on api_keys.
+        let background = [
+            "SELECT key_changes",
+            "UPDATE instances",
+            "INSERT usage_daily",
+            "SELECT key_change_counter",
+        ];
+        assert!(
+            background.contains(&name.as_str()),
+            "{name} ran {delta} times while verifying a cached key"
+        );
+    }
+    assert!(
+        !changed.iter().any(|(name, _)| name.ends_with(" api_keys")),
+        "{changed:?}"
+    );
 }
 
 #[test]
