@@ -249,6 +249,22 @@ impl UsageService {
     /// the sums stay in memory for the next call.
     pub async fn flush(&self) -> CoreResult<usize> {
         let mut queue = self.queue.lock().await;
+        let taken = Self::absorb(&mut queue);
+        if queue.unwritten.is_empty() {
+            return Ok(taken);
+        }
+        let deltas: Vec<UsageDelta> = queue.unwritten.values().cloned().collect();
+        self.store.add_usage(&deltas).await?;
+        queue.unwritten.clear();
+        Ok(taken)
+    }
+
+    /// Drains the queue into the per-key sums, writing nothing: how many events it took.
+    pub async fn take_waiting(&self) -> usize {
+        Self::absorb(&mut *self.queue.lock().await)
+    }
+
+    fn absorb(queue: &mut Queue) -> usize {
         let mut taken = 0;
         while let Ok(event) = queue.receiver.try_recv() {
             taken += 1;
@@ -283,25 +299,25 @@ impl UsageService {
             }
             delta.duration_us_sum = delta.duration_us_sum.saturating_add(completion.duration_us);
         }
-        if queue.unwritten.is_empty() {
-            return Ok(taken);
-        }
-        let deltas: Vec<UsageDelta> = queue.unwritten.values().cloned().collect();
-        self.store.add_usage(&deltas).await?;
-        queue.unwritten.clear();
-        Ok(taken)
+        taken
     }
 
-    /// The writer: flushes every `flush_interval` or when a batch is full, until `stop` turns
-    /// true; then drains and writes what is left and returns. Start exactly one per service.
+    /// The writer, until `stop` turns true: every `flush_interval` it writes the sums; when a
+    /// batch waits it only folds the queue into the sums, so the queue never fills and the
+    /// database sees one row per key and day per interval, however busy the key. Then it
+    /// drains and writes what is left and returns. Start exactly one per service.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = self.batch_ready.notified() => {}
+            let write = tokio::select! {
+                _ = tick.tick() => true,
+                () = self.batch_ready.notified() => false,
                 _ = stop.wait_for(|stop| *stop) => break,
+            };
+            if !write {
+                self.take_waiting().await;
+                continue;
             }
             if let Err(error) = self.flush().await {
                 tracing::warn!(%error, "writing usage failed; will retry");

@@ -293,6 +293,32 @@ where
     sqlx::query_scalar(crate::statements::counted(sql))
 }
 
+/// Rows per multi-row statement. A statement's round trip costs more than its rows, so a
+/// batch of N rows runs N / 100 statements; 100 rows stay far below SQLite's 32 766 parameters.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// The texts of one multi-row statement, one per row count, each built once and kept for the
+/// life of the process (at most [`ROWS_PER_STATEMENT`] short strings).
+type StatementTexts = [std::sync::OnceLock<&'static str>; ROWS_PER_STATEMENT];
+
+/// The text for `rows` rows (1 to [`ROWS_PER_STATEMENT`]), made by `build` the first time.
+fn statement_for(
+    texts: &'static StatementTexts,
+    rows: usize,
+    build: fn(usize) -> String,
+) -> &'static str {
+    texts[rows.clamp(1, ROWS_PER_STATEMENT) - 1]
+        .get_or_init(|| Box::leak(build(rows).into_boxed_str()))
+}
+
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn ts(value: Option<i64>) -> Option<Timestamp> {
     value.map(Timestamp)
 }
@@ -795,20 +821,32 @@ impl KeyStore for SqlStore {
     }
 
     async fn touch_keys(&self, uses: &[(KeyId, Timestamp)]) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        for (id, at) in uses {
+        static TEXTS: StatementTexts = [const { std::sync::OnceLock::new() }; ROWS_PER_STATEMENT];
+        fn build(rows: usize) -> String {
             // The database, not each instance's memory, keeps the once-a-minute promise: two
             // instances noting the same first use write it once.
-            query(
+            format!(
                 "UPDATE api_keys SET last_used_at = $1 \
-                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at <= $1 - $3)",
+                 WHERE (last_used_at IS NULL OR last_used_at <= $1 - $2) AND id IN ({})",
+                placeholders(3, rows)
             )
-            .bind(at.seconds())
-            .bind(id.as_str())
-            .bind(keyward_core::LAST_USED_RESOLUTION_SECONDS)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        }
+        let mut tx = self.begin().await?;
+        for chunk in uses.chunks(ROWS_PER_STATEMENT) {
+            // The chunk's latest use stands for all of it: they were noted within one flush
+            // interval (a second) of each other.
+            let at = chunk
+                .iter()
+                .map(|(_, at)| *at)
+                .max()
+                .unwrap_or(Timestamp(0));
+            let mut statement = query(statement_for(&TEXTS, chunk.len(), build))
+                .bind(at.seconds())
+                .bind(keyward_core::LAST_USED_RESOLUTION_SECONDS);
+            for (id, _) in chunk {
+                statement = statement.bind(id.as_str());
+            }
+            statement.execute(&mut *tx).await.map_err(map_error)?;
         }
         tx.commit().await.map_err(map_error)
     }
@@ -1102,30 +1140,41 @@ impl UsageStore for SqlStore {
                 b.day,
             ))
         });
-        let mut tx = self.begin().await?;
-        for delta in sorted {
-            query(
+        static TEXTS: StatementTexts = [const { std::sync::OnceLock::new() }; ROWS_PER_STATEMENT];
+        fn build(rows: usize) -> String {
+            let values: Vec<String> = (0..rows)
+                .map(|row| format!("({})", placeholders(row * 8 + 1, 8)))
+                .collect();
+            format!(
                 "INSERT INTO usage_daily \
                  (tenant_id, key_id, day, total, succeeded, failed, duration_us_sum, completed) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 VALUES {} \
                  ON CONFLICT (tenant_id, key_id, day) DO UPDATE SET \
                  total = usage_daily.total + excluded.total, \
                  succeeded = usage_daily.succeeded + excluded.succeeded, \
                  failed = usage_daily.failed + excluded.failed, \
                  duration_us_sum = usage_daily.duration_us_sum + excluded.duration_us_sum, \
                  completed = usage_daily.completed + excluded.completed",
+                values.join(", ")
             )
-            .bind(delta.tenant_id.as_str())
-            .bind(delta.key_id.as_str())
-            .bind(delta.day)
-            .bind(delta.total)
-            .bind(delta.succeeded)
-            .bind(delta.failed)
-            .bind(delta.duration_us_sum)
-            .bind(delta.completed)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_error)?;
+        }
+        // Each (tenant, key, day) once per call (the writer sums per key), as PostgreSQL
+        // requires of the rows of one upsert.
+        let mut tx = self.begin().await?;
+        for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
+            let mut statement = query(statement_for(&TEXTS, chunk.len(), build));
+            for delta in chunk {
+                statement = statement
+                    .bind(delta.tenant_id.as_str())
+                    .bind(delta.key_id.as_str())
+                    .bind(delta.day)
+                    .bind(delta.total)
+                    .bind(delta.succeeded)
+                    .bind(delta.failed)
+                    .bind(delta.duration_us_sum)
+                    .bind(delta.completed);
+            }
+            statement.execute(&mut *tx).await.map_err(map_error)?;
         }
         tx.commit().await.map_err(map_error)
     }

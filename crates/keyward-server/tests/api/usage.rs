@@ -299,23 +299,68 @@ async fn shutdown_writes_every_queued_event() {
 }
 
 #[tokio::test]
-async fn a_full_batch_is_written_before_the_interval() {
+async fn full_batches_leave_the_queue_at_once_and_are_written_at_the_interval() {
+    const N: i64 = 60;
     let app = spawn_app_with(|settings| {
         settings.usage.batch_size = 5;
-        settings.usage.flush_interval_ms = 4_000;
+        // Six times smaller than the events sent: without taking batches early, it would fill.
+        settings.usage.queue_capacity = 10;
+        settings.usage.flush_interval_ms = 1_000;
     })
     .await;
     let ada = app.register("ada@example.com").await;
     let (key, _) = key_of(&app.create_key(&ada, json!({"name": "k"})).await);
-    verify_times(&app, &key, 5).await;
     let sent = Instant::now();
+    verify_times(&app, &key, N).await;
+    let answer = usage_reaching(&app, Auth::Bearer(&ada.access_token), "", N).await;
+    assert_eq!(answer["executions"].as_i64(), Some(N));
+    assert_eq!(
+        dropped_events(&app.get("/metrics", Auth::None).await.text),
+        0,
+        "the writer takes each batch off the queue as it fills"
+    );
+    eprintln!("{N} events written {:?} after the first", sent.elapsed());
+}
+
+#[tokio::test]
+async fn more_keys_than_one_statement_holds_are_all_metered_and_marked_used() {
+    // 150 keys: the usage rows and `last_used_at` go out 100 keys a statement.
+    const KEYS: usize = 150;
+    let app = spawn_app_with(|settings| settings.keys.max_per_user = 200).await;
+    let ada = app.register("ada@example.com").await;
+    let mut keys = Vec::new();
+    for i in 0..KEYS {
+        let created = app.create_key(&ada, json!({"name": format!("k{i}")})).await;
+        keys.push(key_of(&created));
+    }
+    for (key, _) in &keys {
+        verify_times(&app, key, 1).await;
+    }
     let auth = Auth::Bearer(&ada.access_token);
-    while usage(&app, auth, "").await["executions"] != 5 {
+    let answer = usage_reaching(&app, auth, "", KEYS as i64).await;
+    assert_eq!(answer["succeeded"].as_i64(), Some(KEYS as i64));
+    // Each key alone, too: every row landed under its own key.
+    for (_, id) in [&keys[0], &keys[99], &keys[100], &keys[KEYS - 1]] {
+        let one = usage_reaching(&app, auth, &format!("?key_id={id}"), 1).await;
+        assert_eq!(one["executions"].as_i64(), Some(1), "{id}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = app.get("/v1/keys", auth).await;
+        let unused = listed.expect(200)["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|key| key["last_used_at"].is_null())
+            .count();
+        if unused == 0 {
+            break;
+        }
         assert!(
-            sent.elapsed() < Duration::from_millis(2_500),
-            "a full batch waited for the 4 s interval"
+            Instant::now() < deadline,
+            "{unused} keys never showed a use"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
