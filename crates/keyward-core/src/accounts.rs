@@ -364,17 +364,10 @@ impl AccountService {
         user: &UserId,
         tenant: &TenantId,
     ) -> CoreResult<(UserRecord, TenantRecord)> {
-        let user = self
-            .store
-            .find_user(user)
+        self.store
+            .find_profile(user, tenant)
             .await?
-            .ok_or(CoreError::NotFound)?;
-        let tenant = self
-            .store
-            .find_tenant(tenant)
-            .await?
-            .ok_or(CoreError::NotFound)?;
-        Ok((user, tenant))
+            .ok_or(CoreError::NotFound)
     }
 
     pub async fn tenant(&self, tenant: &TenantId) -> CoreResult<TenantRecord> {

@@ -156,6 +156,12 @@ pub trait AccountStore: Send + Sync {
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
     async fn find_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
+    /// A user and its tenant, in one read (every `GET /v1/auth/me`).
+    async fn find_profile(
+        &self,
+        user: &UserId,
+        tenant: &TenantId,
+    ) -> StoreResult<Option<(UserRecord, TenantRecord)>>;
     /// Sets the hash and revokes every other session of the user, in one transaction.
     async fn change_password(
         &self,

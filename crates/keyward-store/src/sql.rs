@@ -516,6 +516,33 @@ impl AccountStore for SqlStore {
         .transpose()
     }
 
+    async fn find_profile(
+        &self,
+        user: &UserId,
+        tenant: &TenantId,
+    ) -> StoreResult<Option<(UserRecord, TenantRecord)>> {
+        let row = query(
+            "SELECT users.*, tenants.name AS tenant_name, tenants.created_at AS tenant_created_at \
+             FROM users JOIN tenants ON tenants.id = users.tenant_id \
+             WHERE users.id = $1 AND users.tenant_id = $2",
+        )
+        .bind(user.as_str())
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        row.map(|row| {
+            let user = user_from_row(&row)?;
+            let tenant = TenantRecord {
+                id: user.tenant_id.clone(),
+                name: get(&row, "tenant_name")?,
+                created_at: Timestamp(get(&row, "tenant_created_at")?),
+            };
+            Ok((user, tenant))
+        })
+        .transpose()
+    }
+
     async fn change_password(
         &self,
         user: &UserId,
