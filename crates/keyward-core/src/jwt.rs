@@ -61,7 +61,15 @@ pub struct TokenSigner {
     /// `None` until the first reload, which is therefore never delayed. Held across a reload, so
     /// that requests carrying the same new `kid` meanwhile wait for it instead of being refused.
     last_reload: tokio::sync::Mutex<Option<Instant>>,
+    /// Tokens whose signature has been checked, by SHA-256 of the whole token, with the `kid`
+    /// that signed them: a client presents one token for many requests, and an Ed25519 check
+    /// costs more than the rest of the request. Times are checked on every use all the same,
+    /// and an entry counts only while its `kid` is in the key set.
+    verified: RwLock<HashMap<crate::hashing::TokenHash, (String, Arc<AccessClaims>)>>,
 }
+
+/// Verified tokens remembered at most (about 300 bytes each).
+const MAX_VERIFIED_TOKENS: usize = 65_536;
 
 impl TokenSigner {
     /// Loads the signing keys from the store, generating and storing the first one when there is
@@ -88,6 +96,7 @@ impl TokenSigner {
             ttl_seconds,
             keys: RwLock::new(Arc::new(keys)),
             last_reload: tokio::sync::Mutex::new(None),
+            verified: RwLock::default(),
         })
     }
 
@@ -139,6 +148,37 @@ impl TokenSigner {
     /// Checks signature, algorithm, type, issuer, audience and times. The session's revocation is
     /// the caller's check ([`crate::AccountService::authenticate_access_token`]).
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, AuthFailure> {
+        let digest = crate::hashing::sha256(token);
+        let remembered = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|verified| verified.get(&digest).cloned());
+        let claims = match remembered {
+            Some((kid, claims)) if self.key_set().decoding.contains_key(&kid) => {
+                AccessClaims::clone(&claims)
+            }
+            _ => {
+                let (kid, claims) = self.check_signature(token).await?;
+                self.remember(digest, kid, &claims);
+                claims
+            }
+        };
+
+        let now = self.clock.now().seconds();
+        if claims.nbf.is_some_and(|nbf| nbf > now + NBF_LEEWAY_SECONDS)
+            || claims.iat > now + NBF_LEEWAY_SECONDS
+        {
+            return Err(AuthFailure::InvalidToken);
+        }
+        if now >= claims.exp {
+            return Err(AuthFailure::TokenExpired);
+        }
+        Ok(claims)
+    }
+
+    /// Header, signature and the claims that never change (iss, aud): the `kid` and the claims.
+    async fn check_signature(&self, token: &str) -> Result<(String, AccessClaims), AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::InvalidToken)?;
         if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TOKEN_TYPE) {
             return Err(AuthFailure::InvalidToken);
@@ -154,23 +194,33 @@ impl TokenSigner {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        // Times are checked below against our Clock, not the library's system time.
+        // Times are checked by `verify`, on every use, against our Clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         let claims = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
             .map_err(|_| AuthFailure::InvalidToken)?
             .claims;
+        Ok((kid, claims))
+    }
 
+    fn remember(&self, digest: crate::hashing::TokenHash, kid: String, claims: &AccessClaims) {
         let now = self.clock.now().seconds();
-        if claims.nbf.is_some_and(|nbf| nbf > now + NBF_LEEWAY_SECONDS)
-            || claims.iat > now + NBF_LEEWAY_SECONDS
-        {
-            return Err(AuthFailure::InvalidToken);
+        if claims.exp <= now {
+            return;
         }
-        if now >= claims.exp {
-            return Err(AuthFailure::TokenExpired);
+        let Ok(mut verified) = self.verified.write() else {
+            return;
+        };
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            verified.retain(|_, (_, claims)| claims.exp > now);
         }
-        Ok(claims)
+        if verified.len() >= MAX_VERIFIED_TOKENS {
+            let victim = verified.keys().next().cloned();
+            if let Some(victim) = victim {
+                verified.remove(&victim);
+            }
+        }
+        verified.insert(digest, (kid, Arc::new(claims.clone())));
     }
 
     async fn reload_for_unknown_kid(&self, kid: &str) -> Arc<KeySet> {
