@@ -8,6 +8,9 @@
 //! - Each instance has a row in `instances` (`seen_seq`, `heartbeat_at`). It polls
 //!   `key_changes` every [`POLL_INTERVAL`], invalidates what changed, and records how far it has
 //!   read. Each successful poll renews its cache's lease to [`LEASE`] after the poll began.
+//!   The feed has a connection of its own, so a busy pool cannot starve the polls (a starved
+//!   poll would let the lease run out, and verification fall back to the database when the
+//!   database is busiest).
 //! - A change is answered only when every live peer has read past it, or after
 //!   [`SETTLE_TIMEOUT`] (longer than [`LEASE`]), when a peer that has not read it can no longer
 //!   serve from its cache. So a revoked key is refused by every instance from the very next
@@ -31,6 +34,9 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const PEER_TTL_MILLIS: i64 = 30_000;
 /// `key_changes` rows and `instances` rows older than this are deleted.
 pub const RETENTION_MILLIS: i64 = 3_600_000;
+/// A reader away longer than this forgets its whole cache on return: changes it never read
+/// may have been pruned meanwhile.
+pub const STALE_AFTER: Duration = Duration::from_secs(1_800);
 /// How often each instance deletes them.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 

@@ -20,6 +20,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Clone)]
 pub struct SqlStore {
     pool: PgPool,
+    /// The key-change feed's own connection (see `feed.rs`).
+    feed_pool: PgPool,
     feed: std::sync::Arc<crate::feed::Feed>,
 }
 
@@ -46,8 +48,14 @@ impl SqlStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("migrating {}: {e}", crate::redact_url(url))))?;
+        // Lazy: it connects on the feed's first poll, with the pool's options.
+        let feed_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.connect_timeout)
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
         Ok(Self {
             pool,
+            feed_pool,
             feed: std::sync::Arc::new(crate::feed::Feed::default()),
         })
     }

@@ -86,7 +86,7 @@ impl SqlStore {
     async fn join_feed(&self) -> StoreResult<i64> {
         self.prune_feed().await?;
         // The write first, so that SQLite takes its write lock before the read.
-        let mut tx = self.begin().await?;
+        let mut tx = self.feed_pool.begin().await.map_err(map_error)?;
         query("DELETE FROM instances WHERE id = $1")
             .bind(&self.feed.instance)
             .execute(&mut *tx)
@@ -113,12 +113,12 @@ impl SqlStore {
         let cutoff = crate::feed::now_millis() - crate::feed::RETENTION_MILLIS;
         query("DELETE FROM instances WHERE heartbeat_at < $1")
             .bind(cutoff)
-            .execute(&self.pool)
+            .execute(&self.feed_pool)
             .await
             .map_err(map_error)?;
         query("DELETE FROM key_changes WHERE changed_at < $1")
             .bind(cutoff)
-            .execute(&self.pool)
+            .execute(&self.feed_pool)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -128,7 +128,7 @@ impl SqlStore {
     async fn read_feed(&self, seen: i64) -> StoreResult<Vec<(i64, TokenHash)>> {
         query("SELECT seq, key_hash FROM key_changes WHERE seq > $1 ORDER BY seq LIMIT 1000")
             .bind(seen)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.feed_pool)
             .await
             .map_err(map_error)?
             .iter()
@@ -143,7 +143,7 @@ impl SqlStore {
             .bind(seen)
             .bind(crate::feed::now_millis())
             .bind(&self.feed.instance)
-            .execute(&self.pool)
+            .execute(&self.feed_pool)
             .await
             .map_err(map_error)?;
         Ok(updated.rows_affected() == 1)
@@ -153,39 +153,30 @@ impl SqlStore {
     /// first verification of each needs no database. A page that raced a key change is read
     /// again; it stops when the cache is full or stops serving.
     async fn preload_keys(&self, cache: &keyward_core::KeyCache) -> StoreResult<u64> {
+        use futures_util::TryStreamExt;
         use keyward_core::Preload;
+        // One pass in key order: pages would plan and scan again each time.
         let sql = concat!(
             "SELECT seq, ",
             key_columns!(),
-            " FROM api_keys WHERE seq > $1 AND revoked_at IS NULL ORDER BY seq LIMIT 2000"
+            " FROM api_keys WHERE seq > $1 AND revoked_at IS NULL ORDER BY seq"
         );
         let (mut after, mut kept): (i64, u64) = (0, 0);
-        loop {
+        'read: loop {
             let generation = cache.generation();
-            let rows = query(sql)
-                .bind(after)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_error)?;
-            let Some(last) = rows.last() else {
-                return Ok(kept);
-            };
-            let last: i64 = get(last, "seq")?;
-            let mut raced = false;
-            for row in &rows {
-                match cache.preload(&key_from_row(row)?, generation) {
+            let mut rows = query(sql).bind(after).fetch(&self.pool);
+            while let Some(row) = rows.try_next().await.map_err(map_error)? {
+                let seq: i64 = get(&row, "seq")?;
+                match cache.preload(&key_from_row(&row)?, generation) {
                     Preload::Kept => kept += 1,
-                    Preload::Raced => {
-                        raced = true;
-                        break;
-                    }
-                    Preload::Full | Preload::NotServing => return Ok(kept),
                     Preload::Skipped => {}
+                    // This row may predate a change: read on from it, anew.
+                    Preload::Raced => continue 'read,
+                    Preload::Full | Preload::NotServing => return Ok(kept),
                 }
+                after = seq;
             }
-            if !raced {
-                after = last;
-            }
+            return Ok(kept);
         }
     }
 
@@ -240,15 +231,19 @@ impl SqlStore {
                 let Ok(changes) = store.read_feed(seen).await else {
                     continue;
                 };
-                if started.duration_since(last_success) > LEASE {
-                    // The lease ran out: what this instance held may be older than the
-                    // oldest change still in the feed.
+                if started.duration_since(last_success) > crate::feed::STALE_AFTER {
+                    // Away so long that changes it never read may have been pruned.
                     cache.set_enabled(true);
                 }
                 for (_, hash) in &changes {
                     cache.invalidate(hash);
                 }
                 let seen = changes.last().map_or(seen, |(seq, _)| *seq);
+                // Every change committed before this poll began is applied: the lease needs
+                // nothing more. Peers learn how far this instance has read from the report
+                // below, which a slow write may delay without stopping the cache.
+                last_success = started;
+                cache.renew_lease((started + LEASE).into_std());
                 let mut reported_at = reported;
                 if !changes.is_empty() || started.duration_since(reported) >= HEARTBEAT_INTERVAL {
                     match store.report_feed(seen).await {
@@ -257,12 +252,10 @@ impl SqlStore {
                             joined = None;
                             continue;
                         }
-                        Err(_) => continue,
+                        Err(_) => {}
                     }
                 }
                 joined = Some((seen, reported_at));
-                last_success = started;
-                cache.renew_lease((started + LEASE).into_std());
             }
         })
     }
@@ -1255,6 +1248,7 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         self.leave_feed().await;
+        self.feed_pool.close().await;
         self.pool.close().await;
     }
 

@@ -21,6 +21,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqlStore {
     pool: SqlitePool,
+    /// The key-change feed's own connection (see `feed.rs`).
+    feed_pool: SqlitePool,
     feed: std::sync::Arc<crate::feed::Feed>,
 }
 
@@ -68,8 +70,15 @@ impl SqlStore {
         tx.commit()
             .await
             .map_err(|e| StoreError::Other(format!("migrating {url}: {e}")))?;
+        let feed_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening {url}: {e}")))?;
         Ok(Self {
             pool,
+            feed_pool,
             feed: std::sync::Arc::new(crate::feed::Feed::default()),
         })
     }

@@ -189,6 +189,45 @@ async fn serving_cache(app: &TestApp) -> std::sync::Arc<keyward_core::KeyCache> 
 }
 
 #[tokio::test]
+async fn a_starting_instance_loads_every_live_key_and_verifies_them_without_sql() {
+    let a = first_instance().await;
+    let account = a.register("ada@example.com").await;
+    let mut secrets = Vec::new();
+    for i in 0..5 {
+        let created = a
+            .create_key(&account, json!({"name": format!("k{i}")}))
+            .await;
+        secrets.push(str_of(&created, "key").to_owned());
+    }
+    let revoked = str_of(&a.create_key(&account, json!({"name": "gone"})).await, "id").to_owned();
+    a.delete(&key_path(&revoked), Auth::Bearer(&account.access_token))
+        .await
+        .expect(204);
+
+    let b = another_instance(&a).await;
+    let cache = serving_cache(&b).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cache.stats().entries < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "preload stalled: {:?}",
+            cache.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cache.stats().entries, 5, "the revoked key is not loaded");
+    for secret in &secrets {
+        assert_eq!(verify_code(&b, secret).await, "VALID");
+    }
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.hits, stats.misses),
+        (5, 0),
+        "every first verify came from memory"
+    );
+}
+
+#[tokio::test]
 async fn a_cached_key_is_refused_everywhere_the_moment_it_is_revoked_or_rotated_under_load() {
     let a = first_instance().await;
     let b = another_instance(&a).await;
