@@ -8,7 +8,8 @@
 //! - Each instance has a row in `instances` (`seen_seq`, `heartbeat_at`). It polls
 //!   `key_changes` every [`POLL_INTERVAL`], invalidates what changed, and records how far it has
 //!   read. Each successful poll renews its cache's lease to [`LEASE`] after the poll began.
-//!   The feed has a connection of its own, so a busy pool cannot starve the polls (a starved
+//!   The feed has connections of its own and writes its reports from a task of their own, so
+//!   neither a busy pool nor a wait for SQLite's write lock can starve the polls (a starved
 //!   poll would let the lease run out, and verification fall back to the database when the
 //!   database is busiest).
 //! - A change is answered only when every live peer has read past it, or after

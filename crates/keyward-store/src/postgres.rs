@@ -20,7 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Clone)]
 pub struct SqlStore {
     pool: PgPool,
-    /// The key-change feed's own connection (see `feed.rs`).
+    /// The key-change feed's own connections (see `feed.rs`).
     feed_pool: PgPool,
     feed: std::sync::Arc<crate::feed::Feed>,
 }
@@ -50,7 +50,8 @@ impl SqlStore {
             .map_err(|e| StoreError::Other(format!("migrating {}: {e}", crate::redact_url(url))))?;
         // Lazy: it connects on the feed's first poll, with the pool's options.
         let feed_pool = PgPoolOptions::new()
-            .max_connections(1)
+            // Polls, the reporter's writes, and a rare join or prune.
+            .max_connections(3)
             .acquire_timeout(settings.connect_timeout)
             .connect_lazy_with(pool.connect_options().as_ref().clone());
         Ok(Self {

@@ -172,9 +172,24 @@ impl SqlStore {
                     Preload::Skipped => {}
                     // This row may predate a change: read on from it, anew.
                     Preload::Raced => continue 'read,
-                    Preload::Full | Preload::NotServing => return Ok(kept),
+                    Preload::Full => return Ok(kept),
+                    // A lapse of the lease (a slow poll): read on from here once it serves.
+                    Preload::NotServing => {
+                        drop(rows);
+                        while !cache.is_serving() {
+                            if self.pool.is_closed() {
+                                return Ok(kept);
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                        continue 'read;
+                    }
                 }
                 after = seq;
+                if kept % 1_000 == 0 {
+                    // Long runs of buffered rows never wait: let the polls and requests in.
+                    tokio::task::yield_now().await;
+                }
             }
             return Ok(kept);
         }
@@ -187,10 +202,24 @@ impl SqlStore {
     ) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
-            use crate::feed::{HEARTBEAT_INTERVAL, LEASE, POLL_INTERVAL};
+            use crate::feed::{LEASE, POLL_INTERVAL};
+            use std::sync::atomic::{AtomicBool, Ordering};
             use tokio::time::Instant;
-            let mut joined: Option<(i64, Instant)> = None;
-            let mut preload: Option<tokio::task::JoinHandle<()>> = None;
+            /// What runs beside the polls while this instance is in `instances`.
+            struct Joined {
+                seen: i64,
+                report: tokio::sync::watch::Sender<i64>,
+                rejoin: std::sync::Arc<AtomicBool>,
+                tasks: [tokio::task::JoinHandle<()>; 2],
+            }
+            impl Drop for Joined {
+                fn drop(&mut self) {
+                    for task in &self.tasks {
+                        task.abort();
+                    }
+                }
+            }
+            let mut joined: Option<Joined> = None;
             let mut last_success = Instant::now();
             let mut pruned = Instant::now();
             let mut ticker = tokio::time::interval(POLL_INTERVAL);
@@ -198,18 +227,24 @@ impl SqlStore {
             while !store.pool.is_closed() {
                 ticker.tick().await;
                 let started = Instant::now();
-                let Some((seen, reported)) = joined else {
+                if joined
+                    .as_ref()
+                    .is_some_and(|joined| joined.rejoin.load(Ordering::Acquire))
+                {
+                    joined = None;
+                }
+                let Some(current) = joined.as_mut() else {
                     if let Ok(seen) = store.join_feed().await {
                         // An empty cache: whatever it held may have changed unheard.
                         cache.set_enabled(true);
-                        joined = Some((seen, started));
                         last_success = started;
                         cache.renew_lease((started + LEASE).into_std());
-                        if let Some(previous) = preload.take() {
-                            previous.abort();
-                        }
+                        let (report, reports) = tokio::sync::watch::channel(seen);
+                        let rejoin = std::sync::Arc::new(AtomicBool::new(false));
+                        let reporter =
+                            tokio::spawn(store.clone().report_loop(reports, rejoin.clone()));
                         let (store, cache) = (store.clone(), cache.clone());
-                        preload = Some(tokio::spawn(async move {
+                        let preload = tokio::spawn(async move {
                             match store.preload_keys(&cache).await {
                                 Ok(kept) => tracing::debug!(kept, "key cache preloaded"),
                                 // Closed: the server is stopping.
@@ -218,7 +253,13 @@ impl SqlStore {
                                     tracing::warn!(%error, "preloading the key cache failed; keys load as they are verified")
                                 }
                             }
-                        }));
+                        });
+                        joined = Some(Joined {
+                            seen,
+                            report,
+                            rejoin,
+                            tasks: [reporter, preload],
+                        });
                     }
                     continue;
                 };
@@ -228,7 +269,7 @@ impl SqlStore {
                         tracing::debug!(%error, "pruning the key-change feed failed");
                     }
                 }
-                let Ok(changes) = store.read_feed(seen).await else {
+                let Ok(changes) = store.read_feed(current.seen).await else {
                     continue;
                 };
                 if started.duration_since(last_success) > crate::feed::STALE_AFTER {
@@ -238,26 +279,42 @@ impl SqlStore {
                 for (_, hash) in &changes {
                     cache.invalidate(hash);
                 }
-                let seen = changes.last().map_or(seen, |(seq, _)| *seq);
                 // Every change committed before this poll began is applied: the lease needs
-                // nothing more. Peers learn how far this instance has read from the report
-                // below, which a slow write may delay without stopping the cache.
+                // nothing more. Peers learn how far this instance has read from the reporter,
+                // whose writes may wait (SQLite's write lock) without holding up the polls.
                 last_success = started;
                 cache.renew_lease((started + LEASE).into_std());
-                let mut reported_at = reported;
-                if !changes.is_empty() || started.duration_since(reported) >= HEARTBEAT_INTERVAL {
-                    match store.report_feed(seen).await {
-                        Ok(true) => reported_at = started,
-                        Ok(false) => {
-                            joined = None;
-                            continue;
-                        }
-                        Err(_) => {}
-                    }
+                if let Some((seq, _)) = changes.last() {
+                    current.seen = *seq;
+                    let _ = current.report.send(*seq);
                 }
-                joined = Some((seen, reported_at));
             }
         })
+    }
+
+    /// Writes how far this instance has read the feed: at once after each change read, and
+    /// every [`crate::feed::HEARTBEAT_INTERVAL`] anyway (the heartbeat). Sets `rejoin` and ends
+    /// when this instance's row is gone (pruned after a long stall).
+    async fn report_loop(
+        self,
+        mut seen: tokio::sync::watch::Receiver<i64>,
+        rejoin: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        loop {
+            tokio::select! {
+                changed = seen.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(crate::feed::HEARTBEAT_INTERVAL) => {}
+            }
+            let at = *seen.borrow_and_update();
+            if let Ok(false) = self.report_feed(at).await {
+                rejoin.store(true, std::sync::atomic::Ordering::Release);
+                return;
+            }
+        }
     }
 
     /// Leaves `instances`, so that no peer waits for this instance any more.

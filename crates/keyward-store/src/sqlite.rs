@@ -21,7 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone)]
 pub struct SqlStore {
     pool: SqlitePool,
-    /// The key-change feed's own connection (see `feed.rs`).
+    /// The key-change feed's own connections (see `feed.rs`).
     feed_pool: SqlitePool,
     feed: std::sync::Arc<crate::feed::Feed>,
 }
@@ -71,7 +71,8 @@ impl SqlStore {
             .await
             .map_err(|e| StoreError::Other(format!("migrating {url}: {e}")))?;
         let feed_pool = SqlitePoolOptions::new()
-            .max_connections(1)
+            // Polls, the reporter's writes, and a rare join or prune.
+            .max_connections(3)
             .acquire_timeout(settings.connect_timeout)
             .connect_with(options)
             .await
