@@ -228,14 +228,9 @@ impl AccountService {
     pub async fn refresh(&self, presented: &RefreshToken) -> CoreResult<IssuedTokens> {
         let invalid = || CoreError::Unauthenticated(AuthFailure::InvalidToken);
         let hash = sha256(presented.expose());
-        let token = self
+        let (token, session) = self
             .store
             .find_refresh_token(&hash)
-            .await?
-            .ok_or_else(invalid)?;
-        let session = self
-            .store
-            .find_session(&token.session_id)
             .await?
             .ok_or_else(invalid)?;
         let now = self.clock.now();

@@ -176,8 +176,11 @@ pub trait AccountStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     async fn create_session(&self, session: NewSession) -> StoreResult<()>;
     async fn find_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
-    async fn find_refresh_token(&self, hash: &TokenHash)
-        -> StoreResult<Option<RefreshTokenRecord>>;
+    /// A refresh token and its session, in one read.
+    async fn find_refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<Option<(RefreshTokenRecord, SessionRecord)>>;
     /// Marks `old` spent and stores `new` for the same session, atomically. `false` when `old`
     /// was already spent: of two racing refreshes exactly one gets `true`.
     async fn rotate_refresh_token(

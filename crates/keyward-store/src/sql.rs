@@ -642,20 +642,24 @@ impl SessionStore for SqlStore {
     async fn find_refresh_token(
         &self,
         token: &TokenHash,
-    ) -> StoreResult<Option<RefreshTokenRecord>> {
+    ) -> StoreResult<Option<(RefreshTokenRecord, SessionRecord)>> {
         let row = query(
-            "SELECT token_hash, session_id, spent_at FROM refresh_tokens WHERE token_hash = $1",
+            "SELECT refresh_tokens.token_hash, refresh_tokens.spent_at, sessions.* \
+             FROM refresh_tokens JOIN sessions ON sessions.id = refresh_tokens.session_id \
+             WHERE refresh_tokens.token_hash = $1",
         )
         .bind(&token.as_bytes()[..])
         .fetch_optional(&self.pool)
         .await
         .map_err(map_error)?;
         row.map(|row| {
-            Ok(RefreshTokenRecord {
+            let session = session_from_row(&row)?;
+            let token = RefreshTokenRecord {
                 hash: hash(&row, "token_hash")?,
-                session_id: SessionId::from_stored(get(&row, "session_id")?),
+                session_id: session.id.clone(),
                 spent_at: ts(get(&row, "spent_at")?),
-            })
+            };
+            Ok((token, session))
         })
         .transpose()
     }
