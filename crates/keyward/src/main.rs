@@ -107,6 +107,9 @@ enum Command {
     Usage(cli::usage::UsageArgs),
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
