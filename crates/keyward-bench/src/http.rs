@@ -56,6 +56,10 @@ impl Call {
         call
     }
 
+    pub fn delete(addr: SocketAddr, path: &str) -> Self {
+        Self::new(addr, Method::DELETE, path)
+    }
+
     fn new(addr: SocketAddr, method: Method, path: &str) -> Self {
         Self {
             addr,

@@ -27,6 +27,25 @@ pub struct Target {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub check: Check,
+    /// What changes from one request to the next.
+    pub vary: Vary,
+    /// Checks the body of the first measured answer, then one in this many (1: every one).
+    pub check_every: u64,
+}
+
+/// What changes from one request to the next (the rest of the request is fixed).
+#[derive(Clone, Default)]
+pub enum Vary {
+    #[default]
+    Nothing,
+    /// The body is `{"key": <key>}`, the key drawn at random for each request: a cache or a
+    /// database page that serves one key is not the one that serves a million.
+    VerifyBody(Arc<Vec<String>>),
+    /// An `X-API-Key: <key>` header, the key drawn at random for each request.
+    ApiKeyHeader(Arc<Vec<String>>),
+    /// The body is `{"refresh_token": <token>}`: worker `i` starts with token `i` and then
+    /// presents the token the previous answer gave (refresh tokens work once).
+    RefreshChain(Arc<Vec<String>>),
 }
 
 /// What a sampled 2xx body must look like.
@@ -38,6 +57,10 @@ pub enum Check {
     Exact(Bytes),
     /// A JSON object whose `valid` is `true` (a verify answer for a good key).
     ValidKey,
+    /// A `GET /v1/auth/me` answer whose `auth.method` is this one.
+    AuthMethod(&'static str),
+    /// A token pair with a `refresh_token` (login and refresh answers).
+    TokenPair,
 }
 
 impl Target {
@@ -53,7 +76,24 @@ impl Target {
             headers,
             body: Bytes::new(),
             check: Check::Anything,
+            vary: Vary::Nothing,
+            check_every: CHECK_EVERY,
         }
+    }
+
+    pub fn vary(mut self, vary: Vary) -> Self {
+        if !matches!(vary, Vary::Nothing | Vary::ApiKeyHeader(_)) {
+            self.headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        self.vary = vary;
+        self
+    }
+
+    /// Checks every answer's body rather than a sample.
+    pub fn check_every_answer(mut self) -> Self {
+        self.check_every = 1;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: &str) -> anyhow::Result<Self> {
@@ -75,13 +115,38 @@ impl Target {
         self
     }
 
-    fn request(&self) -> anyhow::Result<Request<Full<Bytes>>> {
+    /// The next request of a worker: `rng` draws keys, `chain` is its refresh token.
+    fn request(
+        &self,
+        rng: &mut XorShift,
+        chain: Option<&str>,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
+        let pick = |keys: &[String], rng: &mut XorShift| -> anyhow::Result<String> {
+            if keys.is_empty() {
+                anyhow::bail!("no keys to draw from");
+            }
+            Ok(keys[rng.below(keys.len())].clone())
+        };
+        let body = match &self.vary {
+            Vary::VerifyBody(keys) => {
+                Bytes::from(serde_json::json!({"key": pick(keys, rng)?}).to_string())
+            }
+            Vary::RefreshChain(_) => {
+                let token = chain.context("this worker has no refresh token")?;
+                Bytes::from(serde_json::json!({"refresh_token": token}).to_string())
+            }
+            Vary::Nothing | Vary::ApiKeyHeader(_) => self.body.clone(),
+        };
         let mut request = Request::builder()
             .method(self.method.clone())
             .uri(self.path.as_str())
-            .body(Full::new(self.body.clone()))
+            .body(Full::new(body))
             .context("build the request")?;
         *request.headers_mut() = self.headers.clone();
+        if let Vary::ApiKeyHeader(keys) = &self.vary {
+            let value = HeaderValue::from_str(&pick(keys, rng)?).context("X-API-Key value")?;
+            request.headers_mut().insert("x-api-key", value);
+        }
         Ok(request)
     }
 }
@@ -182,9 +247,14 @@ pub async fn run(target: Target, plan: Plan, cpu: &CpuWatch) -> anyhow::Result<M
     let measure_until = measure_from + plan.duration;
 
     let mut workers = Vec::with_capacity(plan.connections);
-    for _ in 0..plan.connections {
+    for index in 0..plan.connections {
         let target = Arc::clone(&target);
-        workers.push(tokio::spawn(worker(target, measure_from, measure_until)));
+        workers.push(tokio::spawn(worker(
+            target,
+            index,
+            measure_from,
+            measure_until,
+        )));
     }
 
     if !plan.warmup.is_zero() {
@@ -224,14 +294,20 @@ struct WorkerResult {
     errors: Errors,
 }
 
-/// Checks the body of the first measured answer, then one in this many.
+/// Checks the body of the first measured answer, then one in this many, by default.
 const CHECK_EVERY: u64 = 128;
 
 async fn worker(
     target: Arc<Target>,
+    index: usize,
     measure_from: Instant,
     measure_until: Instant,
 ) -> WorkerResult {
+    let mut rng = XorShift::seeded(index as u64);
+    let mut chain: Option<String> = match &target.vary {
+        Vary::RefreshChain(tokens) => tokens.get(index).cloned(),
+        _ => None,
+    };
     let mut result = WorkerResult {
         latencies_us: Vec::with_capacity(16 * 1024),
         good: 0,
@@ -261,7 +337,7 @@ async fn worker(
                 }
             },
         };
-        let request = match target.request() {
+        let request = match target.request(&mut rng, chain.as_deref()) {
             Ok(request) => request,
             Err(error) => {
                 result.errors.transport += 1;
@@ -292,25 +368,50 @@ async fn worker(
             }
         };
         result.responses_total += 1;
+        let chained = matches!(target.vary, Vary::RefreshChain(_));
+        if measuring {
+            result
+                .latencies_us
+                .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+        }
+        if !status.is_success() {
+            // A refused refresh ends the worker's chain, warm-up or not: count it always.
+            if measuring || chained {
+                *result.errors.statuses.entry(status.as_u16()).or_default() += 1;
+                result.errors.note(|| {
+                    format!(
+                        "{} {} answered {status}: {}",
+                        target.method,
+                        target.path,
+                        snippet(&body)
+                    )
+                });
+            }
+            if chained {
+                break;
+            }
+            continue;
+        }
+        if let Vary::RefreshChain(_) = target.vary {
+            // The chain goes on with the token this answer gave; without one it is broken.
+            chain = next_refresh_token(&body);
+            if chain.is_none() {
+                result.errors.bad_bodies += 1;
+                result.errors.note(|| {
+                    format!(
+                        "{} {} answered {status} without a refresh_token: {}",
+                        target.method,
+                        target.path,
+                        snippet(&body)
+                    )
+                });
+                break;
+            }
+        }
         if !measuring {
             continue;
         }
-        result
-            .latencies_us
-            .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
-        if !status.is_success() {
-            *result.errors.statuses.entry(status.as_u16()).or_default() += 1;
-            result.errors.note(|| {
-                format!(
-                    "{} {} answered {status}: {}",
-                    target.method,
-                    target.path,
-                    snippet(&body)
-                )
-            });
-            continue;
-        }
-        if measured % CHECK_EVERY == 0 && !body_passes(&target.check, &body) {
+        if measured % target.check_every.max(1) == 0 && !body_passes(&target.check, &body) {
             result.errors.bad_bodies += 1;
             result.errors.note(|| {
                 format!(
@@ -343,13 +444,66 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
+/// The `refresh_token` of a token pair answer.
+pub fn next_refresh_token(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(value.get("refresh_token")?.as_str()?.to_owned())
+}
+
+/// A small, fast generator (xorshift64*) to draw keys: one per worker, no locking, no system
+/// call; the draws need to spread, not to be secret.
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator for worker `index`, different in every run.
+    pub fn seeded(index: u64) -> Self {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        Self::new(clock ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    pub fn new(seed: u64) -> Self {
+        // Zero is xorshift's one fixed point.
+        Self(if seed == 0 {
+            0x2545_F491_4F6C_DD1D
+        } else {
+            seed
+        })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..bound` (`bound` > 0); the modulo bias is below 1e-12 for a million.
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound.max(1) as u64) as usize
+    }
+}
+
 pub fn body_passes(check: &Check, body: &[u8]) -> bool {
+    let json = || serde_json::from_slice::<serde_json::Value>(body).ok();
     match check {
         Check::Anything => true,
         Check::Exact(expected) => body == expected.as_ref(),
         Check::ValidKey => serde_json::from_slice::<serde_json::Value>(body)
             .map(|value| value.get("valid") == Some(&serde_json::Value::Bool(true)))
             .unwrap_or(false),
+        Check::AuthMethod(method) => json()
+            .and_then(|value| Some(value.get("auth")?.get("method")?.as_str()? == *method))
+            .unwrap_or(false),
+        Check::TokenPair => {
+            json()
+                .and_then(|value| Some(value.get("access_token")?.is_string()))
+                .unwrap_or(false)
+                && next_refresh_token(body).is_some()
+        }
     }
 }
 
@@ -398,5 +552,32 @@ mod tests {
             br#"{"valid":false,"code":"NOT_FOUND"}"#
         ));
         assert!(!body_passes(&Check::ValidKey, b"not json"));
+    }
+
+    #[test]
+    fn me_and_token_answers_are_checked() {
+        let me = br#"{"user":{"id":"usr_1"},"auth":{"method":"api_key","scopes":[]}}"#;
+        assert!(body_passes(&Check::AuthMethod("api_key"), me));
+        assert!(!body_passes(&Check::AuthMethod("session"), me));
+        let pair = br#"{"access_token":"a.b.c","refresh_token":"r1","token_type":"bearer"}"#;
+        assert!(body_passes(&Check::TokenPair, pair));
+        assert_eq!(next_refresh_token(pair), Some("r1".into()));
+        assert!(!body_passes(&Check::TokenPair, br#"{"access_token":"a"}"#));
+        assert_eq!(next_refresh_token(b"{}"), None);
+    }
+
+    #[test]
+    fn draws_cover_the_range_and_stay_inside_it() {
+        let mut rng = XorShift::new(0);
+        let mut seen = [0u32; 10];
+        for _ in 0..10_000 {
+            seen[rng.below(10)] += 1;
+        }
+        // Each of 10 values about 1000 times; far from it means a broken generator.
+        assert!(
+            seen.iter().all(|&count| (800..1200).contains(&count)),
+            "{seen:?}"
+        );
+        assert_eq!(XorShift::new(7).below(1), 0);
     }
 }

@@ -15,10 +15,16 @@
 //! `target/release/keyward-bench --write /tmp/bench.md`.
 
 mod cpu;
+mod database;
 mod http;
 mod load;
+mod metrics;
+mod peers;
 mod report;
+mod scale;
+mod seed;
 mod servers;
+mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +37,7 @@ use keyward_proto::paths;
 use serde_json::json;
 
 use crate::cpu::CpuWatch;
+use crate::database::Engine;
 use crate::http::Call;
 use crate::load::{Check, Plan, Target};
 use crate::report::{Report, Summary};
@@ -49,7 +56,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     scenario: Scenario,
     /// Concurrent connections (one worker each, HTTP/1.1 keep-alive)
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connections: u32,
     /// Seconds measured per row
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -66,13 +73,50 @@ struct Args {
     /// Threads of the load generator's runtime (keep it low: it shares the cores with keyward)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     client_threads: u32,
+    /// Databases of the keys and sessions scenarios. PostgreSQL: a fresh database on
+    /// KEYWARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres),
+    /// dropped at the end
+    #[arg(long, value_enum, default_value_t = Backend::Both)]
+    backend: Backend,
+    /// Active keys seeded for the keys scenario, one server per count
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000000",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    keys: Vec<u64>,
+    /// Seconds to wait for keyward's cache preload (keyward_key_cache_entries)
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    preload_timeout: u64,
+    /// Also run the peers (/work/shared/peers/bench-peer.sh better-auth and drf-api-key) and
+    /// compare their verify requests/s with keyward's
+    #[arg(long)]
+    peers: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     Gateway,
     Verify,
+    /// Verify and /v1/auth/me with many keys (1k, 1M), SQL statements per request, revocation
+    Keys,
+    /// Keys, plus the login storm, refresh rotation and login against raw argon2id
+    Sessions,
     All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+impl Backend {
+    fn engines(self) -> Vec<Engine> {
+        match self {
+            Backend::Sqlite => vec![Engine::Sqlite],
+            Backend::Postgres => vec![Engine::Postgres],
+            Backend::Both => vec![Engine::Sqlite, Engine::Postgres],
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -184,6 +228,38 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
         add_verify_ratios(&mut report);
     }
+    if matches!(
+        args.scenario,
+        Scenario::Keys | Scenario::Sessions | Scenario::All
+    ) {
+        let sessions = matches!(args.scenario, Scenario::Sessions | Scenario::All);
+        let mut findings = scale::Findings::default();
+        let mut counts: Vec<usize> = args.keys.iter().map(|&count| count as usize).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        for engine in args.backend.engines() {
+            for (index, &count) in counts.iter().enumerate() {
+                let setup = scale::Setup {
+                    binary: &binary,
+                    plan,
+                    engine,
+                    count,
+                    extras: index == 0,
+                    sessions,
+                    preload_timeout: Duration::from_secs(args.preload_timeout),
+                };
+                if let Err(error) = scale::run(setup, &mut report, &mut findings).await {
+                    let label = format!("{}, {} keys", engine.name(), scale::count_label(count));
+                    eprintln!("keyward-bench: the keys scenario ({label}) FAILED: {error:#}");
+                    report.row(label, Err(format!("{error:#}")), None);
+                }
+            }
+        }
+        scale_summary(&mut report, &findings, &counts);
+    }
+    if args.peers {
+        peers::run(&mut report).await;
+    }
 
     cpu_notes(&mut report, args.client_threads);
     let markdown = report.markdown();
@@ -231,7 +307,8 @@ fn header(report: &mut Report, args: &Args, binary: &Path) {
         .push(format!("keyward: {} ({version})", binary.display()));
     report.header.push(format!(
         "load: {} connections (HTTP/1.1 keep-alive, one per worker), {} generator thread(s); \
-         {} s warm-up then {} s measured per row; SQLite database in a temporary directory",
+         {} s warm-up then {} s measured per row; gateway and verify scenarios: SQLite \
+         database in a temporary directory",
         args.connections, args.client_threads, args.warmup, args.duration
     ));
     report.header.push(
@@ -242,7 +319,8 @@ fn header(report: &mut Report, args: &Args, binary: &Path) {
     report.header.push(
         "CPU: percent of one core over the measured window, from /proc: the generator is this \
          process minus the upstream's thread; the rest of the machine is every other busy tick \
-         (other processes, interrupts)"
+         (other processes, interrupts; on PostgreSQL rows it includes the PostgreSQL server \
+         itself)"
             .into(),
     );
 }
@@ -251,10 +329,8 @@ async fn gateway(binary: &Path, plan: Plan, report: &mut Report) -> anyhow::Resu
     let upstream = UpstreamServer::start()?;
     eprintln!("  upstream on http://{}", upstream.addr);
     let server = KeywardServer::start(Launch {
-        binary,
-        label: "gateway",
-        metering: true,
         upstream: Some(upstream.addr),
+        ..Launch::new(binary, "gateway")
     })
     .await
     .context(
@@ -366,14 +442,15 @@ async fn verify(
         "metering off"
     };
     let server = KeywardServer::start(Launch {
-        binary,
-        label: if metering {
-            "metering-on"
-        } else {
-            "metering-off"
-        },
         metering,
-        upstream: None,
+        ..Launch::new(
+            binary,
+            if metering {
+                "metering-on"
+            } else {
+                "metering-off"
+            },
+        )
     })
     .await?;
     eprintln!("  keyward API on http://{}", server.api);
@@ -597,6 +674,148 @@ fn cpu_notes(report: &mut Report, client_threads: u32) {
         ));
     } else {
         report.notes.push(line);
+    }
+}
+
+/// The tables of the keys scenario, the 1M / 1k ratios and the targets they answer.
+fn scale_summary(report: &mut Report, findings: &scale::Findings, counts: &[usize]) {
+    if !findings.setups.is_empty() {
+        let mut table = String::from(
+            "| set-up | seeding (multi-row INSERTs, 100 000 rows a transaction) | cache preload after start | server RSS after the preload, before load |\n|---|---|---|---:|\n",
+        );
+        for line in &findings.setups {
+            table.push_str(line);
+            table.push('\n');
+        }
+        report.sections.push(table);
+    }
+    if !findings.statements.is_empty() {
+        let mut table = String::from(
+            "| row | answers (warm-up + measured) | SQL statements per request (request tables) | \
+             writes per request | metering statements per request (usage_daily) | background statements/s \
+             (key_changes, instances) | key cache hits / misses | cache serving (readings every 0.5 s) | cache entries after the row |\n|---|---:|---|---:|---|---|---|---|---:|\n",
+        );
+        for line in &findings.statements {
+            table.push_str(line);
+            table.push('\n');
+        }
+        report.sections.push(table);
+    }
+    if !findings.checks.is_empty() {
+        let mut table = String::from(
+            "| revocation | when | verify on this instance right after DELETE | on a second instance (same database) |\n|---|---|---|---|\n",
+        );
+        for line in &findings.checks {
+            table.push_str(line);
+            table.push('\n');
+        }
+        report.sections.push(table);
+    }
+    let (Some(&small), Some(&large)) = (counts.first(), counts.last()) else {
+        return;
+    };
+    let mut engines: Vec<&'static str> = findings.verify_rows.keys().map(|(e, _)| *e).collect();
+    engines.dedup();
+    for engine in engines {
+        let small_label = scale::count_label(small);
+        let large_label = scale::count_label(large);
+        let rows = (
+            findings.verify_rows.get(&(engine, large)),
+            findings.verify_rows.get(&(engine, small)),
+        );
+        if let (Some(&large_row), Some(&small_row)) = rows {
+            if large != small {
+                report.ratio(
+                    &format!("{engine}: verify with {large_label} keys / with {small_label}"),
+                    large_row,
+                    small_row,
+                );
+                if let (Some((large_rps, _, _)), Some((small_rps, _, _))) =
+                    (report.numbers(large_row), report.numbers(small_row))
+                {
+                    let ratio = large_rps / small_rps;
+                    report.target(
+                        format!(
+                            "{engine}: verify throughput with {large_label} keys within 10 % of {small_label}"
+                        ),
+                        format!("{large_rps:.0} vs {small_rps:.0} requests/s: {ratio:.2}×"),
+                        Some(ratio >= 0.9),
+                    );
+                }
+            }
+        }
+        let rss = |count| findings.rss_kib.get(&(engine, count)).copied();
+        if let Some(large_rss) = rss(large) {
+            let small_text = rss(small).map_or(String::new(), |kib| {
+                format!("; {:.0} MiB with {small_label}", kib as f64 / 1024.0)
+            });
+            let idle = findings.idle_rss_kib.get(&(engine, large)).copied();
+            let incomplete = findings.incomplete_preloads.get(&(engine, large));
+            let mb = large_rss as f64 * 1024.0 / 1e6;
+            report.target(
+                format!(
+                    "{engine}: server RSS ≤ 300 MB with {large_label} keys (after the verify row)"
+                ),
+                format!(
+                    "{mb:.0} MB ({}; {} after the preload, before load{small_text}){}",
+                    scale::mebibytes(Some(large_rss)),
+                    scale::mebibytes(idle),
+                    incomplete.map_or(String::new(), |how| format!("; preload {how}"))
+                ),
+                // A cache that was not full says nothing about the memory of a full one.
+                match incomplete {
+                    Some(_) => None,
+                    None => Some(mb <= 300.0),
+                },
+            );
+        }
+        let writes: Vec<String> = findings
+            .writes_per_verify
+            .iter()
+            .filter(|((e, _), _)| *e == engine)
+            .map(|((_, count), writes)| format!("{writes:.4} with {}", scale::count_label(*count)))
+            .collect();
+        if !writes.is_empty() {
+            let none = findings
+                .writes_per_verify
+                .iter()
+                .filter(|((e, _), _)| *e == engine)
+                .all(|(_, &writes)| writes == 0.0);
+            let metering: Vec<String> = findings
+                .metering_per_verify
+                .iter()
+                .filter(|((e, _), _)| *e == engine)
+                .map(|((_, count), per)| format!("{per:.4} with {}", scale::count_label(*count)))
+                .collect();
+            report.target(
+                format!("{engine}: no write statement caused by verification"),
+                format!(
+                    "request path (api_keys…) writes per verify: {}; metering (usage_daily) \
+                     statements per verify: {}",
+                    writes.join(", "),
+                    metering.join(", ")
+                ),
+                Some(none),
+            );
+        }
+    }
+    for (engine, here, other) in &findings.revocations {
+        report.target(
+            format!("{engine}: a revoked key is REVOKED on the next verify"),
+            if *here { "REVOKED" } else { "not REVOKED" },
+            Some(*here),
+        );
+        if let Some(other) = other {
+            report.target(
+                format!("{engine}: … and at once on a second instance on the same database"),
+                if *other {
+                    "REVOKED"
+                } else {
+                    "not REVOKED at once"
+                },
+                Some(*other),
+            );
+        }
     }
 }
 

@@ -54,6 +54,17 @@ pub struct Report {
     /// Findings that make the numbers wrong (a setting keyward ignored); they fail the run.
     pub problems: Vec<String>,
     pub notes: Vec<String>,
+    /// Further Markdown blocks (tables of statements, memory, checks), shown after the ratios.
+    pub sections: Vec<String>,
+    /// The goals of issue 7 and whether this run met them.
+    pub targets: Vec<TargetLine>,
+}
+
+/// One goal: what was wanted, what was measured, and the verdict (`None`: not measured).
+pub struct TargetLine {
+    pub goal: String,
+    pub measured: String,
+    pub met: Option<bool>,
 }
 
 impl Report {
@@ -70,6 +81,25 @@ impl Report {
             compared_with: compared_with.map(|(index, name)| (index, name.to_owned())),
         });
         self.rows.len() - 1
+    }
+
+    pub fn target(
+        &mut self,
+        goal: impl Into<String>,
+        measured: impl Into<String>,
+        met: Option<bool>,
+    ) {
+        self.targets.push(TargetLine {
+            goal: goal.into(),
+            measured: measured.into(),
+            met,
+        });
+    }
+
+    /// requests/s, p50 and p99 of a row, when it succeeded.
+    pub fn numbers(&self, index: usize) -> Option<(f64, Option<f64>, Option<f64>)> {
+        let summary = self.summary(index)?;
+        Some((summary.requests_per_second, summary.p50_ms, summary.p99_ms))
     }
 
     pub fn ratio(&mut self, label: &str, numerator: usize, denominator: usize) {
@@ -207,6 +237,22 @@ impl Report {
                     times(p50),
                     times(p99)
                 );
+            }
+        }
+
+        for section in &self.sections {
+            let _ = writeln!(out, "\n{}", section.trim_end());
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\n| target (issue 7) | measured | verdict |");
+            let _ = writeln!(out, "|---|---|---|");
+            for target in &self.targets {
+                let verdict = match target.met {
+                    Some(true) => "met",
+                    Some(false) => "**missed**",
+                    None => "not measured",
+                };
+                let _ = writeln!(out, "| {} | {} | {verdict} |", target.goal, target.measured);
             }
         }
 

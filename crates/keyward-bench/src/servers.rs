@@ -78,6 +78,24 @@ pub struct Launch<'a> {
     pub metering: bool,
     /// The upstream to guard, which also opens the gateway listener.
     pub upstream: Option<SocketAddr>,
+    /// The database; `None` makes a fresh SQLite file in the server's temporary directory.
+    pub database_url: Option<&'a str>,
+    /// More settings, as `KEYWARD_…` environment variables.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl<'a> Launch<'a> {
+    /// A metered server on its own SQLite file, without gateway or extra settings.
+    pub fn new(binary: &'a Path, label: &'a str) -> Self {
+        Self {
+            binary,
+            label,
+            metering: true,
+            upstream: None,
+            database_url: None,
+            env: Vec::new(),
+        }
+    }
 }
 
 /// A running `keyward serve`; dropping it kills the process.
@@ -124,10 +142,13 @@ impl KeywardServer {
             .arg("--listen")
             .arg(api.to_string())
             .arg("--database-url")
-            .arg(format!(
-                "sqlite://{}",
-                directory.path().join("bench.db").display()
-            ));
+            .arg(match launch.database_url {
+                Some(url) => url.to_owned(),
+                None => format!("sqlite://{}", directory.path().join("bench.db").display()),
+            });
+        for (name, value) in &launch.env {
+            command.env(name, value);
+        }
         if !launch.metering {
             command.env("KEYWARD_USAGE__ENABLED", "false");
         }
@@ -170,6 +191,12 @@ impl KeywardServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's resident memory (VmRSS), in KiB; `None` without `/proc`.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        vm_rss_kib(&status)
     }
 
     /// Whether keyward printed a line containing `needle` (e.g. an ignored variable).
@@ -226,13 +253,17 @@ pub struct Account {
     pub api_key: String,
 }
 
+/// The bench user's credentials (every server has its own database, so one user is enough).
+pub const EMAIL: &str = "bench@example.com";
+pub const PASSWORD: &str = "correct horse battery staple";
+
 impl Account {
     /// Registers `bench@example.com` and creates the key named `bench`.
     pub async fn create(server: &KeywardServer) -> anyhow::Result<Self> {
         let registered = Call::post(
             server.api,
             paths::REGISTER,
-            json!({"email": "bench@example.com", "password": "correct horse battery staple"}),
+            json!({"email": EMAIL, "password": PASSWORD}),
         )
         .send()
         .await?;
@@ -254,34 +285,102 @@ impl Account {
                 )
             })?
             .to_owned();
-
-        let created = Call::post(server.api, paths::KEYS, json!({"name": "bench"}))
-            .bearer(&access_token)
-            .send()
-            .await?;
-        if created.status.as_u16() != 201 {
-            bail!(
-                "POST {} answered {} (expected 201): {}",
-                paths::KEYS,
-                created.status,
-                created.text()
-            );
-        }
-        let api_key = created.json()?["key"]
-            .as_str()
-            .with_context(|| {
-                format!(
-                    "POST {} answered without key: {}",
-                    paths::KEYS,
-                    created.text()
-                )
-            })?
-            .to_owned();
+        let (_, api_key) = create_key(server.api, &access_token, "bench").await?;
         Ok(Self {
             access_token,
             api_key,
         })
     }
+
+    /// Logs the bench user in once more: a new session, its refresh token.
+    pub async fn login(server: &KeywardServer) -> anyhow::Result<String> {
+        let answer = Call::post(
+            server.api,
+            paths::LOGIN,
+            json!({"email": EMAIL, "password": PASSWORD}),
+        )
+        .send()
+        .await?;
+        if !answer.status.is_success() {
+            bail!(
+                "POST {} answered {}: {}",
+                paths::LOGIN,
+                answer.status,
+                answer.text()
+            );
+        }
+        Ok(answer.json()?["refresh_token"]
+            .as_str()
+            .with_context(|| format!("POST {} gave no refresh_token", paths::LOGIN))?
+            .to_owned())
+    }
+}
+
+/// Creates a key with the session `access_token`: its id and the key.
+pub async fn create_key(
+    api: SocketAddr,
+    access_token: &str,
+    name: &str,
+) -> anyhow::Result<(String, String)> {
+    let created = Call::post(api, paths::KEYS, json!({"name": name}))
+        .bearer(access_token)
+        .send()
+        .await?;
+    if created.status.as_u16() != 201 {
+        bail!(
+            "POST {} answered {} (expected 201): {}",
+            paths::KEYS,
+            created.status,
+            created.text()
+        );
+    }
+    let body = created.json()?;
+    let field = |name: &str| {
+        body[name].as_str().map(str::to_owned).with_context(|| {
+            format!(
+                "POST {} answered without {name}: {}",
+                paths::KEYS,
+                created.text()
+            )
+        })
+    };
+    Ok((field("id")?, field("key")?))
+}
+
+/// The `code` of `POST /v1/keys/verify` for `key` (VALID, REVOKED…).
+pub async fn verify_code(api: SocketAddr, key: &str) -> anyhow::Result<String> {
+    let answer = Call::post(api, paths::KEYS_VERIFY, json!({"key": key}))
+        .send()
+        .await?;
+    if !answer.status.is_success() {
+        bail!(
+            "POST {} answered {}: {}",
+            paths::KEYS_VERIFY,
+            answer.status,
+            answer.text()
+        );
+    }
+    Ok(answer.json()?["code"]
+        .as_str()
+        .with_context(|| {
+            format!(
+                "POST {} gave no code: {}",
+                paths::KEYS_VERIFY,
+                answer.text()
+            )
+        })?
+        .to_owned())
+}
+
+/// `VmRSS:   123456 kB` of a `/proc/<pid>/status` text.
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
@@ -364,5 +463,17 @@ fn visit(directory: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf)>
                 *newest = Some((modified, path));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_is_read_from_proc_status() {
+        let status = "Name:\tkeyward\nVmPeak:\t  900000 kB\nVmRSS:\t  123456 kB\nThreads:\t4\n";
+        assert_eq!(vm_rss_kib(status), Some(123_456));
+        assert_eq!(vm_rss_kib("Name:\tx\n"), None);
     }
 }
