@@ -124,7 +124,7 @@ pub struct KeySettings {
     pub checksum: bool,
     pub max_per_user: u32,
     pub create_on_register: bool,
-    /// Keys the verification cache holds at most (about 230 bytes each); 0 turns it off.
+    /// Keys the verification cache holds at most (about 200 bytes each); 0 turns it off.
     pub cache_capacity: u32,
 }
 
