@@ -285,30 +285,31 @@ impl KeyService {
         }
         let hash = sha256(presented);
         let now = self.clock.now();
-        if let Some(entry) = self.cache.get(&hash) {
-            let key = entry.verified();
-            let code = judge(&key, required, now);
-            if code == VerifyCode::Valid && entry.note_use(now, LAST_USED_RESOLUTION_SECONDS) {
-                self.queue_use(&key.id, now);
+        // From memory, or one read that is then kept (unless a key changed meanwhile).
+        let (key, entry, last_used_at) = match self.cache.get(&hash) {
+            Some(entry) => (entry.verified(), Some(entry), None),
+            None => {
+                let generation = self.cache.generation();
+                let Some(record) = self.store.find_key_by_hash(&hash).await? else {
+                    return Ok(not_found);
+                };
+                if !record.key_hash.ct_eq(&hash) {
+                    return Ok(not_found);
+                }
+                let entry = self.cache.insert(&hash, &record, generation);
+                let last_used_at = record.last_used_at;
+                (VerifiedKey::from(record), entry, last_used_at)
             }
-            return Ok(Verification {
-                code,
-                key: Some(key),
-            });
-        }
-        let generation = self.cache.generation();
-        let Some(record) = self.store.find_key_by_hash(&hash).await? else {
-            return Ok(not_found);
         };
-        if !record.key_hash.ct_eq(&hash) {
-            return Ok(not_found);
-        }
-        let entry = self.cache.insert(&hash, &record, generation);
-        let last_used_at = record.last_used_at;
-        let key = VerifiedKey::from(record);
-        let code = judge(&key, required, now);
+        let code = match status(key.revoked_at, key.expires_at, now) {
+            KeyStatus::Revoked => VerifyCode::Revoked,
+            KeyStatus::Expired => VerifyCode::Expired,
+            KeyStatus::Active if !key.scopes.grants_all(required) => VerifyCode::InsufficientScope,
+            KeyStatus::Active => VerifyCode::Valid,
+        };
         if code == VerifyCode::Valid {
             match entry {
+                // The entry keeps the once-a-minute promise for a cached key.
                 Some(entry) => {
                     if entry.note_use(now, LAST_USED_RESOLUTION_SECONDS) {
                         self.queue_use(&key.id, now);
@@ -376,23 +377,18 @@ impl KeyService {
     }
 }
 
-/// The verification code of a found key.
-fn judge(key: &VerifiedKey, required: &Scopes, now: Timestamp) -> VerifyCode {
-    if key.revoked_at.is_some() {
-        VerifyCode::Revoked
-    } else if key.expires_at.is_some_and(|at| at <= now) {
-        VerifyCode::Expired
-    } else if !key.scopes.grants_all(required) {
-        VerifyCode::InsufficientScope
-    } else {
-        VerifyCode::Valid
-    }
+pub(crate) fn status_at(key: &ApiKeyRecord, now: Timestamp) -> KeyStatus {
+    status(key.revoked_at, key.expires_at, now)
 }
 
-pub(crate) fn status_at(key: &ApiKeyRecord, now: Timestamp) -> KeyStatus {
-    if key.revoked_at.is_some() {
+fn status(
+    revoked_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> KeyStatus {
+    if revoked_at.is_some() {
         KeyStatus::Revoked
-    } else if key.expires_at.is_some_and(|at| at <= now) {
+    } else if expires_at.is_some_and(|at| at <= now) {
         KeyStatus::Expired
     } else {
         KeyStatus::Active

@@ -70,7 +70,7 @@ impl Collector for ScrapeTime {
             ),
             (
                 "key_cache_invalidations",
-                "Key changes applied to the key cache, from this instance or another",
+                "Invalidations of the key cache: key changes from this instance or another, and clears",
                 stats.invalidations,
             ),
         ];
