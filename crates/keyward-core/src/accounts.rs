@@ -159,6 +159,7 @@ impl AccountService {
             name: input.name.map(|name| name.as_str().to_owned()),
             password_hash,
             created_at: now,
+            disabled_at: None,
         };
         let (session, refresh_token) = self.new_session(&user.id, &tenant.id, device);
         let api_key = if self.config.create_key_on_register {
@@ -217,9 +218,43 @@ impl AccountService {
             Some(user) if verified => user,
             _ => return Err(CoreError::Unauthenticated(AuthFailure::InvalidCredentials)),
         };
+        // Told only to whoever knows the password: anyone else gets `invalid_credentials`.
+        if user.disabled_at.is_some() {
+            return Err(CoreError::AccountDisabled);
+        }
+        self.upgrade_password_hash(&user, password).await;
         let (session, refresh_token) = self.new_session(&user.id, &user.tenant_id, device);
         self.store.create_session(session.clone()).await?;
         self.tokens_for(&session, refresh_token)
+    }
+
+    /// Rehashes a password whose stored hash is weaker than the configured parameters, now
+    /// that the password is known to be right. A failure only delays the upgrade to the next
+    /// login: it never fails the login.
+    async fn upgrade_password_hash(&self, user: &UserRecord, password: &Password) {
+        if !self.hasher.needs_rehash(&user.password_hash) {
+            return;
+        }
+        let hash = match self.hasher.hash(password).await {
+            Ok(hash) => hash,
+            // The hashing queue is full (a login storm): the next login upgrades it.
+            Err(error) => {
+                tracing::debug!(user_id = %user.id, %error, "password hash upgrade postponed");
+                return;
+            }
+        };
+        match self
+            .store
+            .upgrade_password_hash(&user.id, &user.password_hash, &hash)
+            .await
+        {
+            Ok(true) => tracing::info!(user_id = %user.id, "password hash upgraded"),
+            // The password changed meanwhile: the new hash is already current.
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(user_id = %user.id, %error, "upgrading a password hash failed")
+            }
+        }
     }
 
     /// Spends `presented` and returns a new pair. A token spent longer ago than the grace window

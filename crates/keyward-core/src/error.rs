@@ -29,6 +29,9 @@ pub enum CoreError {
     SessionRequired,
     #[error("not found")]
     NotFound,
+    /// The user was disabled by an operator (`keyward admin disable-user`).
+    #[error("account disabled")]
+    AccountDisabled,
     #[error("email already registered")]
     EmailTaken,
     #[error("active key limit reached")]
@@ -36,6 +39,10 @@ pub enum CoreError {
     /// Too many attempts; try again after this many seconds.
     #[error("rate limited")]
     RateLimited { retry_after_seconds: u64 },
+    /// The server is too busy for this request (the password hashing queue is full); try
+    /// again after this many seconds.
+    #[error("overloaded")]
+    Overloaded { retry_after_seconds: u64 },
     #[error("validation failed")]
     Validation(Vec<FieldError>),
     #[error("store unavailable")]

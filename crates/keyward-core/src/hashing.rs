@@ -53,7 +53,14 @@ pub struct PasswordHasherConfig {
     pub parallelism: u32,
     /// Hashes computed at once; further ones wait. Bounds CPU and memory (`memory_kib` each).
     pub max_concurrent: usize,
+    /// Hashes that may wait for a thread; past that a request is refused at once with
+    /// [`CoreError::Overloaded`]. 0: [`QUEUE_PER_THREAD`] per thread.
+    pub queue_capacity: usize,
 }
+
+/// Waiting hashes per hashing thread by default: at about 50 ms a hash, a full queue is under
+/// a second of work, so a waiting login still answers promptly.
+pub const QUEUE_PER_THREAD: usize = 16;
 
 impl Default for PasswordHasherConfig {
     /// OWASP's argon2id recommendation: m=19 MiB, t=2, p=1.
@@ -65,6 +72,7 @@ impl Default for PasswordHasherConfig {
             max_concurrent: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            queue_capacity: 0,
         }
     }
 }
@@ -116,11 +124,18 @@ impl PasswordHasher {
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
         let dummy_hash = hash_with(&argon2, &dummy)?;
-        // Waiting jobs hold a password and a reply channel, not argon2's memory; the bound
-        // only keeps a flood from growing the queue without end.
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(4096);
+        // Waiting jobs hold a password and a reply channel, not argon2's memory. The bound
+        // keeps a flood from queueing without end: past it, requests are refused at once
+        // (503 with Retry-After) instead of waiting behind work they would time out on.
+        let threads = config.max_concurrent.max(1);
+        let capacity = if config.queue_capacity == 0 {
+            threads.saturating_mul(QUEUE_PER_THREAD)
+        } else {
+            config.queue_capacity
+        };
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(capacity);
         let queue = Arc::new(std::sync::Mutex::new(queue));
-        for n in 0..config.max_concurrent.max(1) {
+        for n in 0..threads {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("keyward-hash-{n}"))
@@ -171,6 +186,27 @@ impl PasswordHasher {
         Ok(known && matched)
     }
 
+    /// Whether `stored` (a PHC string, which carries its algorithm, version and parameters)
+    /// is weaker than what this hasher makes: another algorithm or version, or any argon2
+    /// cost below the configured one. The caller rehashes at the next successful login.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return true;
+        };
+        if parsed.algorithm != Algorithm::Argon2id.ident()
+            || parsed.version != Some(Version::V0x13.into())
+        {
+            return true;
+        }
+        let Ok(params) = Params::try_from(&parsed) else {
+            return true;
+        };
+        let wanted = self.argon2.params();
+        params.m_cost() < wanted.m_cost()
+            || params.t_cost() < wanted.t_cost()
+            || params.p_cost() < wanted.p_cost()
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -182,13 +218,10 @@ impl PasswordHasher {
         let closed = || CoreError::Unexpected("password hasher closed".into());
         match self.jobs.try_send(job) {
             Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                // 4096 jobs wait: wait for room, off the async threads.
-                let jobs = self.jobs.clone();
-                tokio::task::spawn_blocking(move || jobs.send(job))
-                    .await
-                    .map_err(|e| CoreError::Unexpected(format!("password hashing queue: {e}")))?
-                    .map_err(|_| closed())?;
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                return Err(CoreError::Overloaded {
+                    retry_after_seconds: 1,
+                })
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(closed()),
         }
@@ -221,6 +254,41 @@ mod tests {
         let wrong = Password::presented("wrong horse battery".into());
         assert!(!hasher.verify(&wrong, Some(&hash)).await.unwrap());
         assert!(!hasher.verify(&password, None).await.unwrap());
+        assert!(!hasher.needs_rehash(&hash));
+        let weak = "$argon2id$v=19$m=4096,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                    8r2Yn0Mbh4fG9XJYvKaGd5xVUP1cYyCqsl2T3w0QHoA";
+        assert!(hasher.needs_rehash(weak));
+        let argon2i = hash.replacen("$argon2id$", "$argon2i$", 1);
+        assert!(hasher.needs_rehash(&argon2i));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let hasher = PasswordHasher::new(PasswordHasherConfig {
+            max_concurrent: 1,
+            queue_capacity: 1,
+            ..PasswordHasherConfig::default()
+        })
+        .unwrap();
+        // Spawned tasks enqueue on their first poll, all before the one thread finishes a
+        // hash (tens of milliseconds): 8 at once with room for 2 must refuse some.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move {
+                    let password = Password::presented("correct horse battery".into());
+                    hasher.verify(&password, None).await
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Err(CoreError::Overloaded { .. }))));
+        assert!(results.iter().any(|r| matches!(r, Ok(false))));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Verification pins everything an attacker could steer: the algorithm is `EdDSA` whatever the
 //! header says, the key comes only from Keyward's own key set by `kid` (header `jwk`, `jku` and
-//! `x5u` are never read), `typ` must be `at+jwt`, and `iss`, `aud`, `exp`, `nbf` are checked
-//! against the [`Clock`].
+//! `x5u` are never read), `typ` must be `at+jwt`, a `crit` header is refused, and `iss`, `aud`,
+//! `exp`, `nbf` are checked against the [`Clock`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -29,6 +29,10 @@ const NBF_LEEWAY_SECONDS: i64 = 30;
 /// cannot turn into a stream of database reads.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 const TOKEN_TYPE: &str = "at+jwt";
+/// How long past the access-token lifetime a retired signing key keeps verifying: instances
+/// go on signing with it until their next reload of the key set (at most
+/// `sessions.signing_key_reload_seconds`, 300 s at most), and clocks may disagree a little.
+pub const RETIRED_KEY_GRACE_SECONDS: i64 = 300 + NBF_LEEWAY_SECONDS;
 
 /// The claims of a Keyward access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,7 +91,7 @@ impl TokenSigner {
             store.insert_signing_key(generate_key(clock.now())?).await?;
             records = store.signing_keys().await?;
         }
-        let keys = build_key_set(&records)?;
+        let keys = build_key_set(&records, clock.now(), ttl_seconds)?;
         Ok(Self {
             store,
             clock,
@@ -180,7 +184,10 @@ impl TokenSigner {
     /// Header, signature and the claims that never change (iss, aud): the `kid` and the claims.
     async fn check_signature(&self, token: &str) -> Result<(String, AccessClaims), AuthFailure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::InvalidToken)?;
-        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TOKEN_TYPE) {
+        if header.alg != Algorithm::EdDSA
+            || header.typ.as_deref() != Some(TOKEN_TYPE)
+            || has_critical_extensions(token)
+        {
             return Err(AuthFailure::InvalidToken);
         }
         let kid = header.kid.ok_or(AuthFailure::InvalidToken)?;
@@ -249,11 +256,43 @@ impl TokenSigner {
     }
 
     async fn load_key_set(&self) -> CoreResult<Arc<KeySet>> {
-        let fresh = Arc::new(build_key_set(&self.store.signing_keys().await?)?);
+        let records = self.store.signing_keys().await?;
+        let fresh = Arc::new(build_key_set(&records, self.clock.now(), self.ttl_seconds)?);
         if let Ok(mut keys) = self.keys.write() {
             *keys = fresh.clone();
         }
         Ok(fresh)
+    }
+}
+
+/// `keyward admin rotate-signing-key`: adds a new signing key and retires the current ones.
+/// Running instances sign with the new key from their next reload of the key set; a retired
+/// key keeps verifying (and stays in the JWKS) for `access_token_ttl_seconds` +
+/// [`RETIRED_KEY_GRACE_SECONDS`] after its retirement, by when every token it signed has
+/// expired. Keys retired longer ago than that are deleted here.
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    now: Timestamp,
+    access_token_ttl_seconds: i64,
+) -> CoreResult<crate::store::SigningKeyRotation> {
+    let key = generate_key(now)?;
+    let drop_before = now.plus_seconds(-(access_token_ttl_seconds + RETIRED_KEY_GRACE_SECONDS));
+    Ok(store.rotate_signing_key(key, drop_before).await?)
+}
+
+/// RFC 7515 §4.1.11: a header's `crit` names extensions the verifier must understand, or
+/// refuse the token; Keyward understands none (e.g. the unencoded payload of RFC 7797, which
+/// would change what the signature covers). jsonwebtoken does not look at `crit`, so a token
+/// carrying it would otherwise be verified as if the extension were absent.
+fn has_critical_extensions(token: &str) -> bool {
+    let segment = token.split('.').next().unwrap_or_default();
+    match URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Map<_, _>>(&bytes).ok())
+    {
+        Some(header) => header.contains_key("crit"),
+        None => true,
     }
 }
 
@@ -270,10 +309,21 @@ fn generate_key(now: Timestamp) -> CoreResult<SigningKeyRecord> {
     })
 }
 
-fn build_key_set(records: &[SigningKeyRecord]) -> CoreResult<KeySet> {
+/// The keys that verify at `now`: every active key, and each retired one until every token
+/// it can have signed has expired.
+fn build_key_set(
+    records: &[SigningKeyRecord],
+    now: Timestamp,
+    ttl_seconds: i64,
+) -> CoreResult<KeySet> {
     let mut decoding = HashMap::new();
     let mut jwks = Vec::new();
-    for record in records {
+    let verifies = |record: &SigningKeyRecord| {
+        record.retired_at.is_none_or(|retired| {
+            now.seconds() < retired.seconds() + ttl_seconds + RETIRED_KEY_GRACE_SECONDS
+        })
+    };
+    for record in records.iter().filter(|record| verifies(record)) {
         let x = URL_SAFE_NO_PAD.encode(&record.public_key);
         let key = DecodingKey::from_ed_components(&x)
             .map_err(|e| CoreError::Unexpected(format!("stored public key {}: {e}", record.kid)))?;

@@ -40,7 +40,7 @@ pub use device::{
 pub use error::{AuthFailure, CoreError, CoreResult};
 pub use hashing::{sha256, PasswordHasher, PasswordHasherConfig, TokenHash};
 pub use ids::{KeyId, SessionId, TenantId, UserId};
-pub use jwt::{AccessClaims, TokenSigner};
+pub use jwt::{rotate_signing_key, AccessClaims, TokenSigner, RETIRED_KEY_GRACE_SECONDS};
 pub use keycache::{KeyCache, KeyCacheStats, Preload, VerifiedKey};
 pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
 pub use keys::{KeyService, KeySettings, NewKeyInput, Verification, LAST_USED_RESOLUTION_SECONDS};

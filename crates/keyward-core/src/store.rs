@@ -36,6 +36,32 @@ pub struct UserRecord {
     pub name: Option<String>,
     pub password_hash: String,
     pub created_at: Timestamp,
+    /// Set by an operator (`keyward admin disable-user`): no sign-in, no session, no key.
+    pub disabled_at: Option<Timestamp>,
+}
+
+/// What `keyward admin disable-user` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDisabled {
+    pub user_id: UserId,
+    /// `false` when the user was already disabled (nothing changed but the ends below).
+    pub newly_disabled: bool,
+    /// Sessions revoked now.
+    pub sessions_revoked: u64,
+    /// The user's unrevoked keys, each written to the key-change feed so that every instance
+    /// drops it from its cache.
+    pub keys_stopped: u64,
+}
+
+/// What `keyward admin rotate-signing-key` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRotation {
+    /// The new signing key's `kid`.
+    pub kid: String,
+    /// Keys that signed until now: they stop signing but keep verifying.
+    pub retired: Vec<String>,
+    /// Keys retired so long ago that every token they signed has expired: deleted.
+    pub dropped: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +196,26 @@ pub trait AccountStore: Send + Sync {
         keep_session: &SessionId,
         now: Timestamp,
     ) -> StoreResult<()>;
+    /// Replaces the hash of `user` with a stronger one of the same password, only if it is
+    /// still `old_hash` (a password change in between wins). `false` when it was not.
+    async fn upgrade_password_hash(
+        &self,
+        user: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool>;
+    /// Disables the user with this email, revokes all their sessions and records a key change
+    /// for each of their unrevoked keys, in one transaction; answers once every live instance
+    /// has read those changes (as a revocation does). `None` when no user has this email.
+    async fn disable_user(
+        &self,
+        email: &Email,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserDisabled>>;
+    /// Enables the user with this email again: `Some(true)` when they were disabled,
+    /// `Some(false)` when they were not, `None` when no user has this email. Their keys load
+    /// again on their next use; ended sessions stay ended.
+    async fn enable_user(&self, email: &Email) -> StoreResult<Option<bool>>;
 }
 
 #[async_trait]
@@ -347,6 +393,14 @@ pub trait DeviceStore: Send + Sync {
 pub trait SigningKeyStore: Send + Sync {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     async fn insert_signing_key(&self, key: SigningKeyRecord) -> StoreResult<()>;
+    /// In one transaction: retires every signing key not yet retired (at `key.created_at`),
+    /// inserts `key` (the one instances sign with from their next reload), and deletes keys
+    /// retired before `drop_retired_before`.
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        drop_retired_before: Timestamp,
+    ) -> StoreResult<SigningKeyRotation>;
 }
 
 /// What a batch adds to one `(tenant, key, day)` usage counter row.

@@ -26,6 +26,11 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// `text` (default) or `json` log lines.
     pub log_format: String,
+    /// CIDRs whose `X-Forwarded-For` is believed (SPEC §7); nobody else's is. In the
+    /// environment a comma-separated list: `KEYWARD_TRUSTED_PROXIES=10.0.0.0/8,::1/128`.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub trusted_proxies: Vec<String>,
+    pub rate_limits: RateLimitSettings,
     pub database: DatabaseSettings,
     pub keys: KeySettings,
     pub sessions: SessionSettings,
@@ -33,6 +38,100 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub usage: UsageSettings,
     pub gateway: GatewaySettings,
+}
+
+/// A list, or one string of comma-separated items (as an environment variable gives it).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCommas {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match ListOrCommas::deserialize(deserializer)? {
+        ListOrCommas::List(list) => list,
+        ListOrCommas::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// `{requests, per_seconds}`: at most `requests` in a burst, refilled evenly over
+/// `per_seconds` (a GCRA quota: one request comes back every `per_seconds / requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub requests: u32,
+    pub per_seconds: u32,
+}
+
+impl Rate {
+    pub const fn new(requests: u32, per_seconds: u32) -> Self {
+        Self {
+            requests,
+            per_seconds,
+        }
+    }
+}
+
+/// Throttling of the routes an attacker hammers (issue 8, SECURITY.md "Brute force and
+/// abuse"). Counted in memory, per instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Failed logins of one account (email), from any address.
+    pub login_per_account: Rate,
+    /// Failed logins from one client address, whatever the account.
+    pub login_per_address: Rate,
+    /// Registrations attempted from one client address.
+    pub register_per_address: Rate,
+    /// Refresh-token exchanges from one client address.
+    pub refresh_per_address: Rate,
+    /// Device codes issued to one client address.
+    pub device_per_address: Rate,
+    /// Failed key checks from one client address: `valid: false` from `/v1/keys/verify` and
+    /// 401s from bad API keys.
+    pub verify_failures_per_address: Rate,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login_per_account: Rate::new(10, 300),
+            login_per_address: Rate::new(50, 300),
+            register_per_address: Rate::new(20, 3600),
+            refresh_per_address: Rate::new(600, 60),
+            device_per_address: Rate::new(30, 600),
+            verify_failures_per_address: Rate::new(300, 60),
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// Every per-route rate with its dotted name.
+    pub fn rates(&self) -> [(&'static str, Rate); 6] {
+        [
+            ("rate_limits.login_per_account", self.login_per_account),
+            ("rate_limits.login_per_address", self.login_per_address),
+            (
+                "rate_limits.register_per_address",
+                self.register_per_address,
+            ),
+            ("rate_limits.refresh_per_address", self.refresh_per_address),
+            ("rate_limits.device_per_address", self.device_per_address),
+            (
+                "rate_limits.verify_failures_per_address",
+                self.verify_failures_per_address,
+            ),
+        ]
+    }
 }
 
 /// The gateway (SPEC §4 "Verification"): a second listener that guards an upstream HTTP API.
@@ -135,6 +234,9 @@ pub struct SessionSettings {
     pub refresh_token_ttl_days: i64,
     pub refresh_reuse_grace_seconds: i64,
     pub audience: String,
+    /// How often each instance rereads the signing keys: after `keyward admin
+    /// rotate-signing-key` it signs with the new key within this time.
+    pub signing_key_reload_seconds: i64,
 }
 
 /// The device authorization grant (RFC 8628) of `keyward login`.
@@ -162,6 +264,9 @@ pub struct LimitSettings {
     pub body_bytes: usize,
     /// Password hashes computed at once (argon2id, 19 MiB each); default: the number of CPUs.
     pub password_hash_concurrency: Option<usize>,
+    /// Logins, registrations and password changes that may wait for a hashing thread; past
+    /// that they get 503 `unavailable` with `Retry-After` at once. Default: 16 per thread.
+    pub password_hash_queue: Option<usize>,
 }
 
 impl Default for Settings {
@@ -171,6 +276,8 @@ impl Default for Settings {
             database_url: "sqlite://keyward.db".into(),
             public_url: None,
             log_format: "text".into(),
+            trusted_proxies: Vec::new(),
+            rate_limits: RateLimitSettings::default(),
             database: DatabaseSettings::default(),
             keys: KeySettings::default(),
             sessions: SessionSettings::default(),
@@ -203,6 +310,7 @@ impl Default for SessionSettings {
             refresh_token_ttl_days: 30,
             refresh_reuse_grace_seconds: 10,
             audience: "keyward".into(),
+            signing_key_reload_seconds: 30,
         }
     }
 }
@@ -212,6 +320,7 @@ impl Default for LimitSettings {
         Self {
             body_bytes: 65_536,
             password_hash_concurrency: None,
+            password_hash_queue: None,
         }
     }
 }
@@ -238,6 +347,8 @@ pub struct Config {
     pub public_url: String,
     pub json_logs: bool,
     pub key_format: KeyFormat,
+    /// `trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `None` when no gateway is configured.
     pub gateway: Option<GatewayConfig>,
     pub settings: Settings,
@@ -390,7 +501,7 @@ impl Config {
             settings.keys.checksum,
         )
         .map_err(|e| ConfigError(e.to_string()))?;
-        let ranges: [(&str, i64, i64, i64); 15] = [
+        let ranges: [(&str, i64, i64, i64); 16] = [
             (
                 "gateway.timeout_seconds",
                 settings.gateway.timeout_seconds as i64,
@@ -466,6 +577,14 @@ impl Config {
                 3600,
             ),
             (
+                // At most 300: a retired key keeps verifying that long past the token lifetime
+                // (`keyward_core::RETIRED_KEY_GRACE_SECONDS`).
+                "sessions.signing_key_reload_seconds",
+                settings.sessions.signing_key_reload_seconds,
+                1,
+                300,
+            ),
+            (
                 "device.code_ttl_seconds",
                 settings.device.code_ttl_seconds,
                 60,
@@ -498,8 +617,27 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if settings.limits.password_hash_queue == Some(0) {
+            return bad("limits.password_hash_queue", "must be at least 1".into());
+        }
+        for (name, rate) in settings.rate_limits.rates() {
+            if !(1..=1_000_000).contains(&rate.requests) {
+                return bad(
+                    &format!("{name}.requests"),
+                    format!("{} is out of range 1..=1000000", rate.requests),
+                );
+            }
+            if !(1..=86_400).contains(&rate.per_seconds) {
+                return bad(
+                    &format!("{name}.per_seconds"),
+                    format!("{} is out of range 1..=86400", rate.per_seconds),
+                );
+            }
+        }
+        let trusted_proxies = parse_trusted_proxies(&settings.trusted_proxies)?;
         let gateway = GatewayConfig::from_settings(&settings.gateway).map_err(ConfigError)?;
         Ok(Self {
+            trusted_proxies,
             listen,
             gateway,
             database_url: settings.database_url.clone(),
@@ -518,6 +656,24 @@ impl Config {
             settings,
         })
     }
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
+fn parse_trusted_proxies(items: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    items
+        .iter()
+        .map(|item| {
+            let item = item.trim();
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    ConfigError(format!(
+                        "trusted_proxies: {item:?} is not a CIDR such as 10.0.0.0/8 or an address"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn describe_figment_error(error: figment::Error, variables: &[(String, String)]) -> ConfigError {
@@ -637,6 +793,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("device.interval_seconds"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_and_rate_limits_are_checked() {
+        let (config, _) = load("", &[]).unwrap();
+        assert!(config.trusted_proxies.is_empty(), "trust nobody by default");
+        assert!(
+            config.settings.rate_limits.enabled,
+            "throttling is on by default"
+        );
+        let (config, _) = load("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n", &[]).unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        let (config, _) = load(
+            "",
+            &[("KEYWARD_TRUSTED_PROXIES", "127.0.0.1/32, 10.1.0.0/16")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.trusted_proxies,
+            vec![
+                "127.0.0.1/32".parse::<ipnet::IpNet>().unwrap(),
+                "10.1.0.0/16".parse().unwrap()
+            ]
+        );
+        let err = load("trusted_proxies = [\"10.0.0.0/33\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("trusted_proxies"), "{err}");
+        let err = load("", &[("KEYWARD_TRUSTED_PROXIES", "nonsense")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("trusted_proxies"), "{err}");
+        let err = load(
+            "[rate_limits.login_per_account]\nrequests = 0\nper_seconds = 60\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("rate_limits.login_per_account.requests"),
+            "{err}"
+        );
+        let err = load(
+            "",
+            &[("KEYWARD_RATE_LIMITS__REFRESH_PER_ADDRESS__PER_SECONDS", "0")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("rate_limits.refresh_per_address.per_seconds"),
+            "{err}"
+        );
+        let err = load("[rate_limits]\nlogin_per_minute = 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rate_limits.login_per_minute"), "{err}");
+        let (config, warnings) = load("", &[("KEYWARD_RATE_LIMITS__ENABLED", "false")]).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!config.settings.rate_limits.enabled);
+        let err = load("[limits]\npassword_hash_queue = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("limits.password_hash_queue"), "{err}");
     }
 
     #[test]

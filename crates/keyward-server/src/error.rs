@@ -120,6 +120,10 @@ impl From<CoreError> for ApiError {
                 "This operation needs a signed-in session, not an API key.",
             ),
             CoreError::NotFound => Self::not_found(),
+            CoreError::AccountDisabled => Self::new(
+                ErrorCode::Forbidden,
+                "This account is disabled; contact the operator of this service.",
+            ),
             CoreError::EmailTaken => Self::new(
                 ErrorCode::EmailTaken,
                 "An account with this email already exists; log in instead.",
@@ -135,6 +139,15 @@ impl From<CoreError> for ApiError {
                 ..Self::new(
                     ErrorCode::RateLimited,
                     "Too many attempts; try again after the Retry-After delay.",
+                )
+            },
+            CoreError::Overloaded {
+                retry_after_seconds,
+            } => Self {
+                retry_after_seconds: Some(retry_after_seconds),
+                ..Self::new(
+                    ErrorCode::Unavailable,
+                    "The server is too busy to check passwords right now; try again after the Retry-After delay.",
                 )
             },
             CoreError::Validation(errors) => Self::validation(errors),

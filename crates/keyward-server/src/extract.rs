@@ -240,10 +240,18 @@ impl FromRequestParts<AppState> for Caller {
                 Caller::Session(state.accounts.authenticate_access_token(token).await?)
             }
             Credential::ApiKey(key) => {
+                // Bad keys count against the address as failed verify calls do.
+                let ip = crate::throttle::client_ip_of(parts, &state.config.trusted_proxies);
+                state.throttles.check_verify(ip)?;
                 let record = state.keys.authenticate(key).await;
                 state
                     .metrics
                     .verification(if record.is_ok() { "valid" } else { "invalid" });
+                if let Err(keyward_core::CoreError::Unauthenticated(_)) = &record {
+                    if let Some(seconds) = state.throttles.verify_failed(ip) {
+                        return Err(crate::throttle::limited(seconds).into());
+                    }
+                }
                 Caller::Key(Box::new(record?))
             }
         };

@@ -344,6 +344,9 @@ async fn authenticate(
             Ok(Identity::Session(session))
         }
         Credential::ApiKey(presented) => {
+            // Failed keys count against the client address as on the API.
+            let ip = crate::throttle::client_ip_of(parts, &app.config.trusted_proxies);
+            app.throttles.check_verify(ip)?;
             let started = Instant::now();
             let verification = app.keys.verify(presented, &needed).await?;
             let valid = verification.code == VerifyCode::Valid;
@@ -354,7 +357,10 @@ async fn authenticate(
                 (code, key) => {
                     let error: ApiError = match code {
                         VerifyCode::InsufficientScope => CoreError::InsufficientScope.into(),
-                        _ => CoreError::Unauthenticated(AuthFailure::InvalidApiKey).into(),
+                        _ => match app.throttles.verify_failed(ip) {
+                            Some(seconds) => crate::throttle::limited(seconds).into(),
+                            None => CoreError::Unauthenticated(AuthFailure::InvalidApiKey).into(),
+                        },
                     };
                     if let Some(key) = key {
                         app.record_usage(

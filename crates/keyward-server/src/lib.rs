@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod admin;
 pub mod config;
 pub mod console;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,6 +55,11 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::service::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::new())
+        // Inside `observe`, which writes the problem body of its refusals.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::guard_secrets,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,
@@ -113,6 +120,9 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
     if let Some(concurrency) = settings.limits.password_hash_concurrency {
         hasher_config.max_concurrent = concurrency;
     }
+    if let Some(queue) = settings.limits.password_hash_queue {
+        hasher_config.queue_capacity = queue;
+    }
     let accounts = Arc::new(AccountService::new(
         store.clone(),
         clock,
@@ -126,7 +136,9 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         },
     ));
     let metrics = Arc::new(metrics::Metrics::new(keys.cache().clone()));
+    let throttles = Arc::new(throttle::Throttles::new(&settings.rate_limits));
     Ok(AppState {
+        throttles,
         accounts,
         keys,
         device,
@@ -145,10 +157,6 @@ fn with_bound_address(mut config: Config, addr: SocketAddr) -> Config {
     }
     config
 }
-
-/// How often each instance rereads the signing keys, so its JWKS lists keys other instances
-/// added within this time.
-const SIGNING_KEY_RELOAD_SECONDS: u64 = 30;
 
 /// A server running in the background (for tests and embedding).
 pub struct RunningServer {
@@ -216,6 +224,13 @@ async fn serve(
     let key_watch = state.store.watch_key_changes(state.keys.cache().clone());
     let keys = state.keys.clone();
     let accounts = state.accounts.clone();
+    let throttles = state.throttles.clone();
+    // How often the signing keys are reread, so that this instance's JWKS lists keys other
+    // instances added, and it signs with a key `keyward admin rotate-signing-key` added.
+    let signing_key_reload_seconds =
+        u64::try_from(state.config.settings.sessions.signing_key_reload_seconds)
+            .unwrap_or(30)
+            .max(1);
     let flusher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut seconds: u64 = 0;
@@ -225,8 +240,10 @@ async fn serve(
                 tracing::warn!(%error, "writing last_used_at failed; will retry");
             }
             seconds += 1;
-            if seconds == SIGNING_KEY_RELOAD_SECONDS {
-                seconds = 0;
+            if seconds % throttle::PRUNE_INTERVAL.as_secs() == 0 {
+                throttles.prune();
+            }
+            if seconds % signing_key_reload_seconds == 0 {
                 if let Err(error) = accounts.signer().reload().await {
                     tracing::warn!(%error, "reloading signing keys failed; will retry");
                 }
@@ -247,9 +264,13 @@ async fn serve(
         let _ = stopping.wait_for(|stop| *stop).await;
     };
     let api = async {
-        axum::serve(listener, app(state.clone()))
-            .with_graceful_shutdown(stopped(stopping.clone()))
-            .await
+        // The peer address is the client's, unless a trusted proxy forwarded the request.
+        axum::serve(
+            listener,
+            app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stopping.clone()))
+        .await
     };
     let gateway = async {
         let Some((listener, config)) = gateway else {

@@ -197,3 +197,97 @@ fn fallback_problem(status: StatusCode) -> ProblemParts {
         errors: None,
     }
 }
+
+/// Query parameter names that would carry a credential, compared lower-cased with `-` read as
+/// `_`: the names clients and libraries use when they put one in a URL (RFC 6750 §2.3's
+/// `access_token` among them).
+const CREDENTIAL_QUERY_NAMES: &[&str] = &[
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth",
+    "authorization",
+    "bearer",
+    "client_secret",
+    "device_code",
+    "id_token",
+    "jwt",
+    "key",
+    "password",
+    "refresh_token",
+    "token",
+    "x_api_key",
+];
+
+/// SPEC §2 "never in a URL", and no secret in a shared cache. Outside the console (which has
+/// its own cookie session and headers): a query string that carries a credential, by its name
+/// or because its value has the shape of a key or a JWT, is refused with 422
+/// `validation_failed` naming the parameter, even beside a valid header, so a client learns its
+/// mistake at once instead of its key silently going to proxy logs. Every `/v1` answer gets
+/// `Cache-Control: no-store` unless the handler chose otherwise: they all carry a secret or one
+/// user's data, and a route added later is covered without thinking of it.
+pub async fn guard_secrets(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if path == "/console" || path.starts_with("/console/") {
+        return next.run(request).await;
+    }
+    let api = path.starts_with("/v1/");
+    if let Some(name) = request
+        .uri()
+        .query()
+        .and_then(|query| credential_in_query(query, state.keys.format()))
+    {
+        const REFUSAL: &str = "credentials are never accepted in a URL (it ends up in logs and \
+            histories): send it in the Authorization or X-API-Key header, or in the body where \
+            the route takes it";
+        // The device token endpoint answers every error in the OAuth format (SPEC §3).
+        let mut response = if path == keyward_proto::paths::DEVICE_TOKEN {
+            crate::routes::device::oauth_error("invalid_request", format!("{name}: {REFUSAL}"))
+        } else {
+            ApiError::field(&name, REFUSAL).into_response()
+        };
+        no_store(&mut response);
+        return response;
+    }
+    let mut response = next.run(request).await;
+    if api {
+        no_store(&mut response);
+    }
+    response
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
+
+/// The name of the first query parameter that carries a credential, if any. The value is
+/// never returned: it must not reach an error body or a log. A credential sent as a bare
+/// parameter (`?kw_…`) is named `query`, not by itself.
+fn credential_in_query(query: &str, format: &keyward_core::KeyFormat) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    pairs.into_iter().find_map(|(name, value)| {
+        if looks_like_credential(&name, format) {
+            return Some("query".to_owned());
+        }
+        let normalised = name.to_ascii_lowercase().replace('-', "_");
+        (CREDENTIAL_QUERY_NAMES.contains(&normalised.as_str())
+            || looks_like_credential(&value, format))
+        .then_some(name)
+    })
+}
+
+/// A key of the configured format, a JWT, or a refresh token or device code.
+fn looks_like_credential(text: &str, format: &keyward_core::KeyFormat) -> bool {
+    let text = text.trim();
+    // A JWT's header is a JSON object, so its first part starts with `eyJ` (`{"`).
+    format.matches(text)
+        || (text.starts_with("eyJ") && crate::extract::looks_like_jwt(text))
+        || ((text.starts_with("kwr_") || text.starts_with("kwd_")) && text.len() >= 40)
+}

@@ -23,6 +23,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
+    /// Brute-force and abuse throttles (`rate_limits`), per instance.
+    pub throttles: Arc<crate::throttle::Throttles>,
 }
 
 impl AppState {

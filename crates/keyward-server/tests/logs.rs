@@ -119,7 +119,7 @@ async fn full_flow_logs_no_secret(backend: Backend, captured: &Captured) {
         .expect_problem(401, "invalid_api_key");
     app.get("/v1/auth/me?api_key=kw_inthequerystring", Auth::None)
         .await
-        .expect_problem(401, "missing_credentials");
+        .expect_problem(422, "validation_failed");
     secrets.push("kw_inthequerystring".to_owned());
 
     // A device login: the device code (JSON and form polls) and the key it yields.

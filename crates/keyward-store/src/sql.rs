@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use keyward_core::store::{
     AccountStore, ApiKeyRecord, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount, NewApiKey,
     NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore,
-    SessionSummary, SigningKeyRecord, SigningKeyStore, Store, StoreError, StoreResult,
-    TenantRecord, UsageDayRecord, UsageDelta, UsageStore, UserRecord,
+    SessionSummary, SigningKeyRecord, SigningKeyRotation, SigningKeyStore, Store, StoreError,
+    StoreResult, TenantRecord, UsageDayRecord, UsageDelta, UsageStore, UserDisabled, UserRecord,
 };
 use keyward_core::{
     Description, Email, KeyId, KeyMeta, KeyName, Scopes, SessionId, TenantId, Timestamp, TokenHash,
@@ -28,6 +28,24 @@ macro_rules! key_columns {
     };
 }
 
+/// The condition on `sessions` rows that their user is not disabled.
+macro_rules! session_owner_enabled {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM users WHERE users.id = sessions.user_id \
+         AND users.disabled_at IS NOT NULL)"
+    };
+}
+
+/// The condition on `api_keys` rows that their owner is not disabled: a disabled user's keys
+/// do not load for verification (nor into the cache), so they answer as unknown keys until the
+/// user is enabled again.
+macro_rules! owner_enabled {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM users WHERE users.id = api_keys.user_id \
+         AND users.disabled_at IS NOT NULL)"
+    };
+}
+
 impl SqlStore {
     async fn begin(&self) -> StoreResult<Transaction<'static, Db>> {
         self.pool.begin().await.map_err(map_error)
@@ -38,22 +56,40 @@ impl SqlStore {
     /// cache.
     async fn commit_key_change(
         &self,
-        mut tx: Transaction<'static, Db>,
+        tx: Transaction<'static, Db>,
         key_hash: &TokenHash,
     ) -> StoreResult<()> {
-        let seq: i64 =
-            query_scalar("UPDATE key_change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_error)?;
-        query("INSERT INTO key_changes (seq, key_hash, changed_at) VALUES ($1, $2, $3)")
-            .bind(seq)
-            .bind(&key_hash.as_bytes()[..])
-            .bind(crate::feed::now_millis())
-            .execute(&mut *tx)
+        self.commit_key_changes(tx, std::slice::from_ref(key_hash))
+            .await
+    }
+
+    /// [`Self::commit_key_change`] for several keys (a disabled user's): one number each,
+    /// taken in the one transaction, then one wait for the last. With no key it only commits.
+    async fn commit_key_changes(
+        &self,
+        mut tx: Transaction<'static, Db>,
+        key_hashes: &[TokenHash],
+    ) -> StoreResult<()> {
+        let mut seq: i64 = 0;
+        for key_hash in key_hashes {
+            seq = query_scalar(
+                "UPDATE key_change_counter SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+            )
+            .fetch_one(&mut *tx)
             .await
             .map_err(map_error)?;
+            query("INSERT INTO key_changes (seq, key_hash, changed_at) VALUES ($1, $2, $3)")
+                .bind(seq)
+                .bind(&key_hash.as_bytes()[..])
+                .bind(crate::feed::now_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
         tx.commit().await.map_err(map_error)?;
+        if key_hashes.is_empty() {
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + crate::feed::SETTLE_TIMEOUT;
         loop {
             let behind: i64 = query_scalar(
@@ -159,7 +195,9 @@ impl SqlStore {
         let sql = concat!(
             "SELECT seq, ",
             key_columns!(),
-            " FROM api_keys WHERE seq > $1 AND revoked_at IS NULL ORDER BY seq"
+            " FROM api_keys WHERE seq > $1 AND revoked_at IS NULL AND ",
+            owner_enabled!(),
+            " ORDER BY seq"
         );
         let (mut after, mut kept): (i64, u64) = (0, 0);
         'read: loop {
@@ -394,6 +432,7 @@ fn user_from_row(row: &DbRow) -> StoreResult<UserRecord> {
         name: get(row, "name")?,
         password_hash: get(row, "password_hash")?,
         created_at: Timestamp(get(row, "created_at")?),
+        disabled_at: ts(get(row, "disabled_at")?),
     })
 }
 
@@ -618,6 +657,97 @@ impl AccountStore for SqlStore {
         .map_err(map_error)?;
         tx.commit().await.map_err(map_error)
     }
+
+    async fn upgrade_password_hash(
+        &self,
+        user: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool> {
+        let updated =
+            query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                .bind(new_hash)
+                .bind(user.as_str())
+                .bind(old_hash)
+                .execute(&self.pool)
+                .await
+                .map_err(map_error)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn disable_user(
+        &self,
+        email: &Email,
+        now: Timestamp,
+    ) -> StoreResult<Option<UserDisabled>> {
+        // The write first: it takes SQLite's write lock, and on PostgreSQL the user's row lock,
+        // which a key creation for this user (`lock_owner`) waits for.
+        let mut tx = self.begin().await?;
+        let newly_disabled =
+            query("UPDATE users SET disabled_at = $1 WHERE email = $2 AND disabled_at IS NULL")
+                .bind(now.seconds())
+                .bind(email.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected()
+                == 1;
+        let user_id: Option<String> = query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let Some(user_id) = user_id else {
+            return Ok(None);
+        };
+        let sessions_revoked =
+            query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(now.seconds())
+                .bind(&user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .rows_affected();
+        // Every key that an instance may hold in its cache: each becomes a change in the feed,
+        // so every instance drops it, and reloading it finds the owner disabled.
+        let key_hashes =
+            query("SELECT key_hash FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(&user_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_error)?
+                .iter()
+                .map(|row| hash(row, "key_hash"))
+                .collect::<StoreResult<Vec<_>>>()?;
+        self.commit_key_changes(tx, &key_hashes).await?;
+        Ok(Some(UserDisabled {
+            user_id: UserId::from_stored(user_id),
+            newly_disabled,
+            sessions_revoked,
+            keys_stopped: key_hashes.len() as u64,
+        }))
+    }
+
+    async fn enable_user(&self, email: &Email) -> StoreResult<Option<bool>> {
+        // No key change to announce: no instance holds a disabled user's key (none loads),
+        // and the caches keep no "absent" entries, so the keys load again on their next use.
+        let enabled = query(
+            "UPDATE users SET disabled_at = NULL WHERE email = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(email.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        if enabled.rows_affected() == 1 {
+            return Ok(Some(true));
+        }
+        let user_id: Option<String> = query_scalar("SELECT id FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(user_id.map(|_| false))
+    }
 }
 
 #[async_trait]
@@ -629,25 +759,31 @@ impl SessionStore for SqlStore {
     }
 
     async fn find_session(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
-        query("SELECT * FROM sessions WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_error)?
-            .as_ref()
-            .map(session_from_row)
-            .transpose()
+        // A disabled user's session is absent, even one opened by a login that raced the
+        // disabling (which revokes the sessions it sees).
+        query(concat!(
+            "SELECT * FROM sessions WHERE id = $1 AND ",
+            session_owner_enabled!()
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
     }
 
     async fn find_refresh_token(
         &self,
         token: &TokenHash,
     ) -> StoreResult<Option<(RefreshTokenRecord, SessionRecord)>> {
-        let row = query(
+        let row = query(concat!(
             "SELECT refresh_tokens.token_hash, refresh_tokens.spent_at, sessions.* \
              FROM refresh_tokens JOIN sessions ON sessions.id = refresh_tokens.session_id \
-             WHERE refresh_tokens.token_hash = $1",
-        )
+             WHERE refresh_tokens.token_hash = $1 AND ",
+            session_owner_enabled!()
+        ))
         .bind(&token.as_bytes()[..])
         .fetch_optional(&self.pool)
         .await
@@ -830,7 +966,8 @@ impl KeyStore for SqlStore {
         let sql = concat!(
             "SELECT ",
             key_columns!(),
-            " FROM api_keys WHERE key_hash = $1"
+            " FROM api_keys WHERE key_hash = $1 AND ",
+            owner_enabled!()
         );
         query(sql)
             .bind(&key_hash.as_bytes()[..])
@@ -1192,6 +1329,46 @@ impl SigningKeyStore for SqlStore {
         .await
         .map_err(map_error)?;
         Ok(())
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        drop_retired_before: Timestamp,
+    ) -> StoreResult<SigningKeyRotation> {
+        let kids = |rows: Vec<DbRow>| -> StoreResult<Vec<String>> {
+            rows.iter().map(|row| get(row, "kid")).collect()
+        };
+        let mut tx = self.begin().await?;
+        let retired =
+            query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL RETURNING kid")
+                .bind(key.created_at.seconds())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        query(
+            "INSERT INTO signing_keys (kid, private_key, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(&key.kid)
+        .bind(&key.private_key)
+        .bind(&key.public_key)
+        .bind(key.created_at.seconds())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        let dropped = query(
+            "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1 RETURNING kid",
+        )
+        .bind(drop_retired_before.seconds())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_error)?;
+        tx.commit().await.map_err(map_error)?;
+        Ok(SigningKeyRotation {
+            kid: key.kid,
+            retired: kids(retired)?,
+            dropped: kids(dropped)?,
+        })
     }
 }
 

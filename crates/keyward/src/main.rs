@@ -1,5 +1,6 @@
 //! `keyward`: one binary for the server and the CLI. Glue only: `serve` and `migrate` call
-//! into `keyward-server`; the client commands in [`cli`] call into `keyward-client`.
+//! into `keyward-server`, as do the operator commands in [`cli::admin`]; the client commands
+//! in [`cli`] call into `keyward-client`.
 //!
 //! Exit codes: 0 success, 1 a failed command (an API error, an unreachable server, not logged
 //! in), 2 a usage error or a bad server setting.
@@ -28,7 +29,8 @@ use keyward_server::{Config, Overrides};
         keyward login --url https://auth.example.com\n  \
         keyward keys create ci --scope read\n  \
         keyward keys list --json\n  \
-        keyward usage --days 7\n\n\
+        keyward usage --days 7\n  \
+        keyward admin disable-user ada@example.com\n\n\
         Client commands read KEYWARD_URL, KEYWARD_API_KEY (overrides the stored credentials, \
         for CI) and KEYWARD_CONFIG_DIR (where credentials.json lives; default \
         $XDG_CONFIG_HOME/keyward or ~/.config/keyward).\n\
@@ -105,6 +107,16 @@ enum Command {
         In the chart, █ (green) is succeeded, ▒ (red) failed and ░ in flight; colour only on a \
         terminal, and never when NO_COLOR is set.")]
     Usage(cli::usage::UsageArgs),
+    /// Operator commands, run on the server's machine against its database (same --config,
+    /// KEYWARD_* variables and --database-url as `serve`): disable or enable a user, rotate
+    /// the token signing key
+    #[command(after_help = "Examples:\n  \
+        keyward admin disable-user ada@example.com   # sessions end, keys refused everywhere\n  \
+        keyward admin enable-user ada@example.com\n  \
+        keyward admin rotate-signing-key --config /etc/keyward.toml\n\n\
+        Exit codes: 0 done, 1 the command failed (no such user, database unreachable), \
+        2 usage error.")]
+    Admin(cli::admin::AdminArgs),
 }
 
 #[global_allocator]
@@ -143,6 +155,7 @@ fn main() -> ExitCode {
         Command::Whoami(args) => cli::run(cli::auth::whoami(args)),
         Command::Keys(args) => cli::run(cli::keys::run(args)),
         Command::Usage(args) => cli::run(cli::usage::run(args)),
+        Command::Admin(args) => cli::admin::run(args),
     }
 }
 

@@ -839,3 +839,165 @@ fn usage_reports_the_verify_calls_as_numbers_and_a_chart() {
         assert!(run.stderr.contains("--days"), "{days}: {}", run.stderr);
     }
 }
+
+// ---------------------------------------------------------------- keyward admin
+
+impl Server {
+    /// The server's database, for `keyward admin --database-url`.
+    fn database_url(&self) -> String {
+        format!("sqlite://{}/k.db", self._dir.path().display())
+    }
+}
+
+/// `keyward admin ARGS…` as the operator runs it: no config directory, no server URL.
+fn admin(args: &[&str]) -> Run {
+    let output = keyward()
+        .arg("admin")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run keyward admin");
+    Run::from(output)
+}
+
+#[test]
+fn admin_disable_user_shuts_a_user_out_and_enable_user_lets_them_back() {
+    let server = Server::start();
+    let database = server.database_url();
+    let session = server.register("ada@example.com");
+    let created = block_on(session.create_key(keyward_client::CreateKeyRequest {
+        name: "ci".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let key = created.key.expose().to_owned();
+    let verifier = Client::builder(&server.url).build().unwrap();
+    let verify = |key: &str| block_on(verifier.verify_key(key, &[])).unwrap().code;
+    assert_eq!(verify(&key), VerifyCode::Valid);
+
+    let disabled = admin(&[
+        "disable-user",
+        "Ada@Example.com",
+        "--database-url",
+        &database,
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(disabled["email"], "ada@example.com", "{disabled}");
+    assert_eq!(disabled["disabled"], true, "{disabled}");
+    assert_eq!(disabled["already_disabled"], false, "{disabled}");
+    assert_eq!(disabled["sessions_revoked"], 1, "{disabled}");
+    assert_eq!(disabled["keys_stopped"], 1, "{disabled}");
+    assert_eq!(verify(&key), VerifyCode::NotFound);
+    let refused = block_on(session.me()).unwrap_err();
+    assert_eq!(refused.status(), Some(401), "{refused}");
+    let login = block_on(
+        Client::builder(&server.url)
+            .build()
+            .unwrap()
+            .login("ada@example.com", PASSWORD),
+    )
+    .unwrap_err();
+    assert_eq!(login.code(), Some("forbidden"), "{login}");
+
+    // Text for people says what happened and how to undo it.
+    let run = admin(&[
+        "disable-user",
+        "ada@example.com",
+        "--database-url",
+        &database,
+    ])
+    .ok();
+    assert!(run.stdout.contains("already disabled"), "{}", run.stdout);
+    assert!(run.stdout.contains("enable-user"), "{}", run.stdout);
+
+    let run = admin(&[
+        "enable-user",
+        "ada@example.com",
+        "--database-url",
+        &database,
+    ])
+    .ok();
+    assert!(run.stdout.contains("is enabled"), "{}", run.stdout);
+    assert_eq!(verify(&key), VerifyCode::Valid);
+    block_on(
+        Client::builder(&server.url)
+            .build()
+            .unwrap()
+            .login("ada@example.com", PASSWORD),
+    )
+    .unwrap();
+    let again = admin(&[
+        "enable-user",
+        "ada@example.com",
+        "--database-url",
+        &database,
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(again["was_disabled"], false, "{again}");
+
+    // An unknown user fails (1); a malformed email is a usage error (2).
+    let run = admin(&[
+        "disable-user",
+        "eve@example.com",
+        "--database-url",
+        &database,
+    ])
+    .failed(1);
+    assert!(
+        run.stderr.contains("no user has the email eve@example.com"),
+        "{}",
+        run.stderr
+    );
+    let run = admin(&["enable-user", "not-an-email", "--database-url", &database]).failed(2);
+    assert!(run.stderr.contains("not-an-email"), "{}", run.stderr);
+    admin(&["disable-user"]).failed(2);
+}
+
+#[test]
+fn admin_rotate_signing_key_reads_the_servers_config_and_retires_the_old_key() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{}\"\n[sessions]\naccess_token_ttl_seconds = 600\n",
+            server.database_url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let first = admin(&["rotate-signing-key", "--config", config, "--json"])
+        .ok()
+        .json();
+    let kid = first["kid"].as_str().unwrap().to_owned();
+    assert_eq!(first["retired"].as_array().unwrap().len(), 1, "{first}");
+    assert_ne!(first["retired"][0], kid.as_str());
+    assert_eq!(first["dropped"], serde_json::json!([]));
+    assert_eq!(first["signing_within_seconds"], 30, "{first}");
+    // The access-token lifetime comes from the config file.
+    assert_eq!(
+        first["retired_keys_verify_for_seconds"].as_i64(),
+        Some(600 + keyward_core::RETIRED_KEY_GRACE_SECONDS),
+        "{first}"
+    );
+
+    let run = admin(&["rotate-signing-key", "--config", config]).ok();
+    assert!(run.stdout.starts_with("New signing key "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("Retired {kid}")),
+        "{}",
+        run.stdout
+    );
+
+    // A setting that does not exist is a usage error, named.
+    std::fs::write(dir.path().join("bad.toml"), "[sessions]\nnope = 1\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let run = admin(&["rotate-signing-key", "--config", bad.to_str().unwrap()]).failed(2);
+    assert!(run.stderr.contains("nope"), "{}", run.stderr);
+}

@@ -296,6 +296,28 @@ pub fn bad_form() -> Response {
 /// inside the request span, so the line carries the request id.
 pub fn server_error(error: keyward_core::CoreError) -> Response {
     match error {
+        keyward_core::CoreError::RateLimited {
+            retry_after_seconds,
+        } => with_retry_after(
+            message_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                "Too many attempts from here. Wait a little, then try again.",
+                ("/console", "Back to the console"),
+            ),
+            retry_after_seconds,
+        ),
+        keyward_core::CoreError::Overloaded {
+            retry_after_seconds,
+        } => with_retry_after(
+            message_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service busy",
+                "The server is too busy right now. Try again in a moment.",
+                ("/console", "Try again"),
+            ),
+            retry_after_seconds,
+        ),
         keyward_core::CoreError::Unavailable(cause) => {
             tracing::error!(%cause, "console request failed: database unavailable");
             message_page(

@@ -467,6 +467,7 @@ pub async fn login_form(
 #[tracing::instrument(skip_all)]
 pub async fn login(
     State(state): State<AppState>,
+    crate::throttle::ClientIp(ip): crate::throttle::ClientIp,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -484,10 +485,15 @@ pub async fn login(
     }
     let next = safe_next(form.next.as_deref());
     let password = Password::presented(form.password.into_inner());
-    match state
-        .accounts
-        .login(&form.email, &password, crate::extract::user_agent(&headers))
-        .await
+    // The same throttles as `POST /v1/auth/login`: the console is no way around them.
+    match crate::throttle::login(
+        &state,
+        ip,
+        &form.email,
+        &password,
+        crate::extract::user_agent(&headers),
+    )
+    .await
     {
         Ok(tokens) => {
             let mut cookies = session_cookies(
@@ -504,6 +510,13 @@ pub async fn login(
             &next,
             &form.email,
             Some("The email or password is incorrect."),
+        ),
+        Err(CoreError::AccountDisabled) => login_page(
+            StatusCode::FORBIDDEN,
+            &csrf_token(key, purpose::LOGIN),
+            &next,
+            &form.email,
+            Some("This account is disabled. Contact the operator of this service."),
         ),
         Err(CoreError::Validation(_)) => login_page(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -58,6 +58,7 @@ pub async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response
 #[tracing::instrument(skip_all)]
 pub async fn submit(
     State(state): State<AppState>,
+    crate::throttle::ClientIp(ip): crate::throttle::ClientIp,
     headers: HeaderMap,
     form: Result<Form<SignupForm>, FormRejection>,
 ) -> Response {
@@ -86,6 +87,10 @@ pub async fn submit(
         Ok(input) => input,
         Err(errors) => return render(StatusCode::UNPROCESSABLE_ENTITY, &csrf, &form, &errors),
     };
+    // The same throttle as `POST /v1/auth/register`.
+    if let Err(error) = state.throttles.register(ip) {
+        return layout::server_error(error);
+    }
     match state
         .accounts
         .register(input, crate::extract::user_agent(&headers))

@@ -15,6 +15,7 @@ use super::{key_view, tenant_view, user_view};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{user_agent, ApiJson, Caller, OptionalJson, SessionCaller};
 use crate::state::AppState;
+use crate::throttle::ClientIp;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,13 +40,18 @@ fn token_pair(tokens: IssuedTokens) -> TokenPair {
 /// Create a user and their tenant; the user is its owner.
 #[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = RegisterRequest,
     responses((status = 201, body = RegisterResponse), (status = 409, description = "email_taken", body = Problem),
-              (status = 422, body = Problem), (status = 400, body = Problem)))]
+              (status = 422, body = Problem), (status = 400, body = Problem),
+              (status = 429, description = "rate_limited, with Retry-After", body = Problem),
+              (status = 503, description = "unavailable: password hashing is saturated, with Retry-After", body = Problem)))]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<RegisterResponse>)> {
     let input = RegisterInput::parse(request).map_err(ApiError::validation)?;
+    // Counted once well-formed: a registration that would hash a password and make an account.
+    state.throttles.register(ip)?;
     let registered = state.accounts.register(input, user_agent(&headers)).await?;
     let api_key = registered.api_key.map(|(key, secret)| {
         CreatedKey::new(Secret::new(secret.expose()), key_view(&state.keys, &key))
@@ -64,9 +70,13 @@ pub async fn register(
 /// Exchange email (or `username`) and password for a token pair.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenPair), (status = 401, description = "invalid_credentials", body = Problem),
-              (status = 422, body = Problem)))]
+              (status = 403, description = "forbidden: the right password, but an operator disabled the account", body = Problem),
+              (status = 422, body = Problem),
+              (status = 429, description = "rate_limited: too many failed logins for the account or address, with Retry-After", body = Problem),
+              (status = 503, description = "unavailable: password hashing is saturated, with Retry-After", body = Problem)))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
@@ -74,20 +84,21 @@ pub async fn login(
         .email
         .ok_or_else(|| ApiError::field("email", "missing field `email` (or `username`)"))?;
     let password = Password::presented(request.password.into_inner());
-    let tokens = state
-        .accounts
-        .login(&email, &password, user_agent(&headers))
-        .await?;
+    let tokens =
+        crate::throttle::login(&state, ip, &email, &password, user_agent(&headers)).await?;
     Ok(Json(token_pair(tokens)))
 }
 
 /// Spend a refresh token for a new pair (rotation with reuse detection).
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenPair), (status = 401, description = "invalid_token", body = Problem)))]
+    responses((status = 200, body = TokenPair), (status = 401, description = "invalid_token", body = Problem),
+              (status = 429, description = "rate_limited, with Retry-After", body = Problem)))]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenPair>> {
+    state.throttles.refresh(ip)?;
     let token = RefreshToken::presented(request.refresh_token.into_inner());
     Ok(Json(token_pair(state.accounts.refresh(&token).await?)))
 }

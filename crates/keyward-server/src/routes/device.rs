@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, ApiResult, OwnErrorBody};
 use crate::extract::{media_type, parse_json, read_body, ApiJson, SessionCaller};
 use crate::state::AppState;
+use crate::throttle::ClientIp;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,8 +36,14 @@ pub fn router() -> Router<AppState> {
     request_body(description = "optional; JSON or form",
         content((DeviceCodeRequest = "application/json"), (DeviceCodeRequest = "application/x-www-form-urlencoded"))),
     responses((status = 200, body = DeviceCodeResponse), (status = 400, body = Problem),
-              (status = 422, description = "client_name invalid", body = Problem)))]
-pub async fn device_code(State(state): State<AppState>, request: Request) -> ApiResult<Response> {
+              (status = 422, description = "client_name invalid", body = Problem),
+              (status = 429, description = "rate_limited, with Retry-After", body = Problem)))]
+pub async fn device_code(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    request: Request,
+) -> ApiResult<Response> {
+    state.throttles.device_code(ip)?;
     let body: DeviceCodeRequest = form_or_json(request, &state).await?;
     let started = state.device.start(body.client_name).await?;
     let response = DeviceCodeResponse {
@@ -117,7 +124,7 @@ pub async fn approve(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn oauth_error(error: &str, description: impl Into<String>) -> Response {
+pub(crate) fn oauth_error(error: &str, description: impl Into<String>) -> Response {
     let mut response = (
         StatusCode::BAD_REQUEST,
         [(CACHE_CONTROL, "no-store")],

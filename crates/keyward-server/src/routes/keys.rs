@@ -17,6 +17,7 @@ use super::key_view;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Caller, OptionalJson};
 use crate::state::AppState;
+use crate::throttle::ClientIp;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -143,11 +144,14 @@ pub async fn rotate(
 
 /// Check a key (no other credential needed). A found key's check is metered (`/v1/usage`).
 #[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", request_body = VerifyRequest,
-    responses((status = 200, body = VerifyResponse), (status = 400, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = VerifyResponse), (status = 400, body = Problem), (status = 422, body = Problem),
+              (status = 429, description = "rate_limited: too many failed checks from this address, with Retry-After", body = Problem)))]
 pub async fn verify(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> ApiResult<Json<VerifyResponse>> {
+    state.throttles.check_verify(ip)?;
     let required = match request.scopes.as_deref() {
         Some(scopes) => Scopes::parse(scopes).map_err(|m| ApiError::field("scopes", m))?,
         None => Scopes::default(),
@@ -155,6 +159,15 @@ pub async fn verify(
     let started = Instant::now();
     let verification = state.keys.verify(request.key.expose(), &required).await?;
     state.metrics.verification(verification.code.as_str());
+    // A live key that lacks a scope is the caller's policy, not a guess: it costs nothing.
+    if !matches!(
+        verification.code,
+        VerifyCode::Valid | VerifyCode::InsufficientScope
+    ) {
+        if let Some(seconds) = state.throttles.verify_failed(ip) {
+            return Err(crate::throttle::limited(seconds).into());
+        }
+    }
     if let (Some(key), true) = (&verification.key, verification.code != VerifyCode::NotFound) {
         let outcome = if verification.code == VerifyCode::Valid {
             UsageOutcome::Succeeded

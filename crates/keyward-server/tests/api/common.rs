@@ -142,8 +142,27 @@ pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Settings
     };
     // Small pools: many test servers share one PostgreSQL.
     settings.database.max_connections = 4;
+    // The suites log in, register, refresh and verify many times from 127.0.0.1: throttling
+    // stays on (its code runs on every request) with budgets no suite reaches. throttle.rs
+    // sets real ones.
+    settings.rate_limits = generous_rate_limits();
     configure(&mut settings);
     spawn_with_clock(settings, TestClock::new(), backend, database).await
+}
+
+/// Rate limits on, with budgets no test but the throttle tests reaches.
+pub fn generous_rate_limits() -> keyward_server::config::RateLimitSettings {
+    use keyward_server::config::Rate;
+    let generous = Rate::new(1_000_000, 1);
+    keyward_server::config::RateLimitSettings {
+        enabled: true,
+        login_per_account: generous,
+        login_per_address: generous,
+        register_per_address: generous,
+        refresh_per_address: generous,
+        device_per_address: generous,
+        verify_failures_per_address: generous,
+    }
 }
 
 /// Starts a server with exactly these settings and this clock (several instances may share a
@@ -364,5 +383,79 @@ impl TestApp {
             .await
             .expect(200)
             .clone()
+    }
+}
+
+// ---------------------------------------------------------------- the database, read directly
+
+impl TestApp {
+    /// The first column of every row of `sql`, as text, read straight from this app's
+    /// database: what the server wrote, seen without its API. `sql` takes no parameters (tests
+    /// write their own literals) and must select text (`CAST(x AS TEXT)`, `||` to join).
+    pub async fn sql_strings(&self, sql: &str) -> Vec<String> {
+        use sqlx::Connection as _;
+        let url = self.database_url();
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("open");
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect(sql)
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&url).await.expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect(sql)
+            }
+        }
+    }
+
+    /// The first column of every row of `sql`, as bytes (BLOB / BYTEA).
+    pub async fn sql_bytes(&self, sql: &str) -> Vec<Vec<u8>> {
+        use sqlx::Connection as _;
+        let url = self.database_url();
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("open");
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect(sql)
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&url).await.expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect(sql)
+            }
+        }
+    }
+
+    /// Runs a statement without parameters; the number of rows it changed.
+    pub async fn sql_execute(&self, sql: &str) -> u64 {
+        use sqlx::Connection as _;
+        let url = self.database_url();
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("open");
+                sqlx::query(sql)
+                    .execute(&mut connection)
+                    .await
+                    .expect(sql)
+                    .rows_affected()
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&url).await.expect("connect");
+                sqlx::query(sql)
+                    .execute(&mut connection)
+                    .await
+                    .expect(sql)
+                    .rows_affected()
+            }
+        }
     }
 }

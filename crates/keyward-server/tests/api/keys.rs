@@ -1175,22 +1175,22 @@ async fn a_key_works_as_bearer_and_x_api_key_but_never_in_the_url() {
         assert_eq!(me["tenant"]["id"], account.tenant_id.as_str());
     }
 
+    // A credential in a URL is refused as such (422 naming the parameter; see attacks.rs).
     for query in ["api_key", "key", "access_token", "token"] {
         let reply = app
             .get(&format!("/v1/auth/me?{query}={secret}"), Auth::None)
             .await;
-        reply.expect_problem(401, "missing_credentials");
-        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        reply.expect_field_error(query);
         app.get(&format!("/v1/keys?{query}={secret}"), Auth::None)
             .await
-            .expect_problem(401, "missing_credentials");
+            .expect_field_error(query);
     }
     app.get(
         &format!("/v1/auth/me?access_token={}", account.access_token),
         Auth::None,
     )
     .await
-    .expect_problem(401, "missing_credentials");
+    .expect_field_error("access_token");
 
     // A wrong key in a header is refused as such.
     let forged = forged_default_key("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz");

@@ -35,8 +35,17 @@ macro_rules! suite {
             }
         }
 
+        mod attacks {
+            include!("attacks.rs");
+        }
+        mod admin {
+            include!("admin.rs");
+        }
         mod auth {
             include!("auth.rs");
+        }
+        mod authz {
+            include!("authz.rs");
         }
         mod client {
             include!("client.rs");
@@ -58,6 +67,9 @@ macro_rules! suite {
         }
         mod service {
             include!("service.rs");
+        }
+        mod throttle {
+            include!("throttle.rs");
         }
         mod usage {
             include!("usage.rs");

@@ -6,6 +6,7 @@
 //! `KEYWARD_API_KEY`, else the credentials file when it was written for that URL. A failure is
 //! a [`Failure`]: one line on stderr that says what to do next, and exit code 1.
 
+pub mod admin;
 pub mod auth;
 pub mod keys;
 mod output;
