@@ -19,6 +19,7 @@ mod database;
 mod http;
 mod load;
 mod metrics;
+mod oha;
 mod peers;
 mod report;
 mod scale;
@@ -500,7 +501,7 @@ async fn verify(
         .json_body(&verify_body)
         .check(Check::ValidKey);
     let verified = load::run(verify_target, plan, &watch).await?;
-    report.row(
+    let verify_row = report.row(
         format!("{name}: `POST /v1/keys/verify`"),
         Ok(Summary::of(&verified)),
         Some((healthz_row, "healthz")),
@@ -510,7 +511,59 @@ async fn verify(
     // +1: the check before the load.
     let sent = verified.responses_total + 1;
     metering_check(&server, &account, metering, sent, report).await;
+    if metering {
+        cross_check_with_oha(
+            &server,
+            &verify_body,
+            plan,
+            [healthz_row, verify_row],
+            report,
+        )
+        .await;
+    }
     Ok(())
+}
+
+/// The same two rows driven by oha, each compared with this generator's row (see oha.rs).
+async fn cross_check_with_oha(
+    server: &KeywardServer,
+    verify_body: &serde_json::Value,
+    plan: Plan,
+    [healthz_row, verify_row]: [usize; 2],
+    report: &mut Report,
+) {
+    let Some(oha) = oha::binary() else {
+        report.notes.push(
+            "oha cross-check skipped: the peers' oha is not built (bench-peer.sh builds it)".into(),
+        );
+        return;
+    };
+    eprintln!("  cross-check with oha: GET {}", paths::HEALTHZ);
+    let healthz = oha::run(oha.clone(), server.api, paths::HEALTHZ, None, plan).await;
+    let oha_healthz_row = report.row(
+        "oha (cross-check): `GET /healthz`",
+        healthz.map_err(|error| format!("{error:#}")),
+        Some((healthz_row, "this generator's row")),
+    );
+    eprintln!("  cross-check with oha: POST {}", paths::KEYS_VERIFY);
+    let verified = oha::run(
+        oha,
+        server.api,
+        paths::KEYS_VERIFY,
+        Some(verify_body.to_string()),
+        plan,
+    )
+    .await;
+    let oha_verify_row = report.row(
+        "oha (cross-check): `POST /v1/keys/verify`",
+        verified.map_err(|error| format!("{error:#}")),
+        Some((verify_row, "this generator's row")),
+    );
+    report.ratio(
+        "verify / healthz, both by oha",
+        oha_verify_row,
+        oha_healthz_row,
+    );
 }
 
 /// Compares what keyward metered with what was sent: with metering off nothing may be

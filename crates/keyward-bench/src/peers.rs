@@ -12,7 +12,7 @@ use std::process::Command;
 use crate::report::Report;
 
 /// Where the peers live, unless `KEYWARD_BENCH_PEERS` says.
-const PEERS_DIRECTORY: &str = "/work/shared/peers";
+pub const PEERS_DIRECTORY: &str = "/work/shared/peers";
 const PEERS: [&str; 2] = ["better-auth", "drf-api-key"];
 /// The target of issue 7: keyward's verify at least this many times a peer's.
 const TARGET_TIMES: f64 = 50.0;
