@@ -336,5 +336,31 @@ mod tests {
             parse_json::<Body>(b"{nope").unwrap_err().code,
             keyward_proto::ErrorCode::InvalidRequest
         );
+        // An array has the struct's fields in order, which serde alone would accept.
+        assert_eq!(
+            parse_json::<Body>(br#"["a", 1]"#).unwrap_err().code,
+            keyward_proto::ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn a_good_object_parses_the_same_on_either_path() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            name: String,
+            days: Option<i64>,
+        }
+        let parsed = parse_json::<Body>(b" \n{\"name\": \"a\", \"days\": 3}").unwrap();
+        assert_eq!(
+            parsed,
+            Body {
+                name: "a".into(),
+                days: Some(3)
+            }
+        );
+        // serde refuses a repeated field; the slow path keeps the last, as before.
+        let repeated = parse_json::<Body>(br#"{"name": "a", "name": "b"}"#).unwrap();
+        assert_eq!(repeated.name, "b");
     }
 }
