@@ -9,7 +9,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::{AuthFailure, CoreError, CoreResult};
 use crate::hashing::sha256;
 use crate::ids::KeyId;
-use crate::keycache::{KeyCache, VerifiedKey};
+use crate::keycache::{CachedKey, KeyCache, VerifiedKey};
 use crate::keyformat::{key_end, key_start, KeyFormat};
 use crate::secret::ApiKeySecret;
 use crate::store::{ApiKeyRecord, NewApiKey, Owner, Store};
@@ -301,6 +301,30 @@ impl KeyService {
                 (VerifiedKey::from(record), entry, last_used_at)
             }
         };
+        Ok(self.conclude(key, entry, last_used_at, required, now))
+    }
+
+    /// [`Self::verify`] from this instance's memory only: `None` when the key is not cached
+    /// (or is not even of the key format), so answering costs no database read. For callers
+    /// that must not reach the database, such as an address throttled for failed checks.
+    pub fn verify_cached(&self, presented: &str, required: &Scopes) -> Option<Verification> {
+        if !self.settings.format.matches(presented) {
+            return None;
+        }
+        let entry = self.cache.get(&sha256(presented))?;
+        let key = entry.verified();
+        Some(self.conclude(key, Some(entry), None, required, self.clock.now()))
+    }
+
+    /// The verdict on a found key, and its use noted when valid.
+    fn conclude(
+        &self,
+        key: VerifiedKey,
+        entry: Option<Arc<CachedKey>>,
+        last_used_at: Option<Timestamp>,
+        required: &Scopes,
+        now: Timestamp,
+    ) -> Verification {
         let code = match status(key.revoked_at, key.expires_at, now) {
             KeyStatus::Revoked => VerifyCode::Revoked,
             KeyStatus::Expired => VerifyCode::Expired,
@@ -318,15 +342,19 @@ impl KeyService {
                 None => self.note_use(&key.id, last_used_at, now),
             }
         }
-        Ok(Verification {
+        Verification {
             code,
             key: Some(key),
-        })
+        }
     }
 
     /// A key presented as a credential to this API: valid, or `invalid_api_key`.
     pub async fn authenticate(&self, presented: &str) -> CoreResult<VerifiedKey> {
-        let verification = self.verify(presented, &Scopes::default()).await?;
+        Self::accepted(self.verify(presented, &Scopes::default()).await?)
+    }
+
+    /// The key of a valid verification, else `invalid_api_key`.
+    pub fn accepted(verification: Verification) -> CoreResult<VerifiedKey> {
         match (verification.code, verification.key) {
             (VerifyCode::Valid, Some(key)) => Ok(key),
             _ => Err(CoreError::Unauthenticated(AuthFailure::InvalidApiKey)),

@@ -346,9 +346,12 @@ async fn authenticate(
         Credential::ApiKey(presented) => {
             // Failed keys count against the client address as on the API.
             let ip = crate::throttle::client_ip_of(parts, &app.config.trusted_proxies);
-            app.throttles.check_verify(ip)?;
             let started = Instant::now();
-            let verification = app.keys.verify(presented, &needed).await?;
+            let verification = match app.throttles.check_verify(ip) {
+                Ok(()) => app.keys.verify(presented, &needed).await?,
+                // Blocked: only keys held in memory are still checked (see the API's verify).
+                Err(limited) => app.keys.verify_cached(presented, &needed).ok_or(limited)?,
+            };
             let valid = verification.code == VerifyCode::Valid;
             app.metrics
                 .verification(if valid { "valid" } else { "invalid" });

@@ -151,13 +151,21 @@ pub async fn verify(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<VerifyRequest>,
 ) -> ApiResult<Json<VerifyResponse>> {
-    state.throttles.check_verify(ip)?;
     let required = match request.scopes.as_deref() {
         Some(scopes) => Scopes::parse(scopes).map_err(|m| ApiError::field("scopes", m))?,
         None => Scopes::default(),
     };
     let started = Instant::now();
-    let verification = state.keys.verify(request.key.expose(), &required).await?;
+    let verification = match state.throttles.check_verify(ip) {
+        Ok(()) => state.keys.verify(request.key.expose(), &required).await?,
+        // An address blocked for failed checks still gets answers on the keys this instance
+        // holds in memory (no database read): a platform's backend that relays one
+        // customer's bad keys must not stop verifying every other customer's.
+        Err(limited) => state
+            .keys
+            .verify_cached(request.key.expose(), &required)
+            .ok_or(limited)?,
+    };
     state.metrics.verification(verification.code.as_str());
     // A live key that lacks a scope is the caller's policy, not a guess: it costs nothing.
     if !matches!(
