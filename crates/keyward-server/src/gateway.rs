@@ -20,6 +20,11 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body::Frame;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use keyward_core::VerifiedKey;
 use keyward_core::{AuthFailure, Authenticated, CoreError, InFlight, Scopes, UsageOutcome};
 use keyward_proto::{ErrorCode, VerifyCode};
@@ -73,7 +78,7 @@ impl GatewayConfig {
         let listen: SocketAddr = listen.parse().map_err(|_| {
             format!("gateway.listen: {listen:?} is not an address such as 127.0.0.1:8000")
         })?;
-        let url = reqwest::Url::parse(upstream)
+        let url = url::Url::parse(upstream)
             .map_err(|error| format!("gateway.upstream: {upstream:?} is not a URL: {error}"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(format!(
@@ -110,7 +115,7 @@ impl GatewayConfig {
 
     /// The upstream without any path, for logs.
     pub fn upstream_origin(&self) -> String {
-        reqwest::Url::parse(&self.upstream)
+        url::Url::parse(&self.upstream)
             .map(|url| url.origin().ascii_serialization())
             .unwrap_or_default()
     }
@@ -212,25 +217,36 @@ impl RouteRule {
     }
 }
 
+/// The pooled HTTP/1.1 client to the upstream, `http://` or `https://`.
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
 /// What the gateway handler reaches.
 #[derive(Clone)]
 struct Gateway {
     app: AppState,
     config: Arc<GatewayConfig>,
-    client: reqwest::Client,
+    client: UpstreamClient,
 }
 
 /// The gateway's router: one fallback that proxies, behind the same request middleware as
 /// the API (request id, access log, metrics, problem+json), without the API's body limit.
 pub fn router(app: AppState, config: GatewayConfig) -> anyhow::Result<Router> {
-    let client = reqwest::Client::builder()
-        // The upstream's redirects are the client's to follow, not ours.
-        .redirect(reqwest::redirect::Policy::none())
-        // HTTP(S)_PROXY variables are for outbound traffic, not for a sidecar's upstream.
-        .no_proxy()
-        .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+    // hyper's client follows no redirects (the upstream's redirects are the client's to
+    // follow, not ours) and reads no HTTP(S)_PROXY variables (they are for outbound traffic,
+    // not for a sidecar's upstream).
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.timeout.min(Duration::from_secs(10))));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .build()?;
+        .pool_timer(TokioTimer::new())
+        .build(connector);
     let gateway = Gateway {
         app: app.clone(),
         config: Arc::new(config),
@@ -285,23 +301,32 @@ async fn proxy(
     );
     let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.as_str());
     let headers = upstream_headers(&parts.headers, &identity, peer.ip(), request_id);
-    let mut upstream = gateway
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers);
-    // A request without a body must not gain `Transfer-Encoding: chunked` on the way.
-    if !body.is_end_stream() {
-        upstream = upstream.body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    }
-    let answer = tokio::time::timeout(gateway.config.timeout, upstream.send()).await;
+    // The body streams through as it came: hyper keeps its length (or its absence, so a
+    // request without one does not gain `Transfer-Encoding: chunked` on the way).
+    let upstream = axum::http::Uri::try_from(url).map(|uri| {
+        let mut upstream = axum::http::Request::new(body);
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.headers_mut() = headers;
+        upstream
+    });
+    let answer = match upstream {
+        Ok(upstream) => {
+            tokio::time::timeout(gateway.config.timeout, gateway.client.request(upstream)).await
+        }
+        // The path and query came from a request hyper parsed, so this should not happen.
+        Err(_) => {
+            return ApiError::bad_request("The request's path cannot be forwarded.").into_response()
+        }
+    };
     let failure = match answer {
         Ok(Ok(answer)) => return forward_answer(answer, in_flight),
         Ok(Err(error)) => ApiError {
-            // Without the URL: its query string may hold what a client should not have put
-            // there, and the logs keep paths only.
+            // hyper's errors name no URL: its query string may hold what a client should not
+            // have put there, and the logs keep paths only.
             cause: Some(format!(
                 "forwarding to the upstream failed: {}",
-                error.without_url()
+                chain(&error)
             )),
             ..ApiError::new(
                 ErrorCode::BadGateway,
@@ -500,10 +525,22 @@ fn upstream_headers(
     headers
 }
 
+/// An error and its causes, `a: b: c`: hyper's client error alone says only "client error
+/// (Connect)"; the cause says what failed (refused, reset, TLS).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The upstream's answer, streamed back; the metering completes when its body is done.
-fn forward_answer(answer: reqwest::Response, in_flight: Option<InFlight>) -> Response {
+fn forward_answer(answer: axum::http::Response<Incoming>, in_flight: Option<InFlight>) -> Response {
     let status = answer.status();
-    let answer: axum::http::Response<reqwest::Body> = answer.into();
     let (mut head, body) = answer.into_parts();
     strip_hop_by_hop(&mut head.headers);
     // The upstream's own error bodies pass as they are; the middleware only writes ours.
@@ -525,7 +562,7 @@ fn forward_answer(answer: reqwest::Response, in_flight: Option<InFlight>) -> Res
 /// The upstream's body on its way to the client. The request counts as complete when the
 /// last chunk went out (or the client went away); a body the upstream broke off is a failure.
 struct MeteredBody {
-    inner: reqwest::Body,
+    inner: Incoming,
     in_flight: Option<InFlight>,
     outcome: UsageOutcome,
     status: StatusCode,
@@ -541,7 +578,7 @@ impl MeteredBody {
 
 impl HttpBody for MeteredBody {
     type Data = Bytes;
-    type Error = reqwest::Error;
+    type Error = hyper::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
