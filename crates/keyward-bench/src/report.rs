@@ -15,6 +15,14 @@ pub struct Summary {
     pub cpu: Option<CpuUse>,
 }
 
+/// keyward's CPU time per answered request, in µs: its share of a core over the window
+/// divided by the answers per second. It separates what the server spends from what the
+/// generator, sharing the same two cores, lets it answer.
+pub fn cpu_per_answer_us(summary: &Summary) -> Option<f64> {
+    let percent = summary.cpu?.keyward?;
+    (summary.requests_per_second > 0.0).then(|| percent * 10_000.0 / summary.requests_per_second)
+}
+
 impl Summary {
     pub fn of(measurement: &Measurement) -> Self {
         Self {
@@ -138,8 +146,8 @@ impl Report {
         self.rows.get(index)?.outcome.as_ref().ok()
     }
 
-    /// requests/s, p50 and p99 of `a` divided by those of `b`.
-    fn divide(&self, a: usize, b: usize) -> Option<[Option<f64>; 3]> {
+    /// requests/s, p50, p99 and keyward's CPU per answer of `a` divided by those of `b`.
+    fn divide(&self, a: usize, b: usize) -> Option<[Option<f64>; 4]> {
         let (a, b) = (self.summary(a)?, self.summary(b)?);
         let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
             (Some(x), Some(y)) if y > 0.0 => Some(x / y),
@@ -149,16 +157,17 @@ impl Report {
             ratio(Some(a.requests_per_second), Some(b.requests_per_second)),
             ratio(a.p50_ms, b.p50_ms),
             ratio(a.p99_ms, b.p99_ms),
+            ratio(cpu_per_answer_us(a), cpu_per_answer_us(b)),
         ])
     }
 
-    fn ratio_values(&self, line: &RatioLine) -> Option<[Option<f64>; 3]> {
+    fn ratio_values(&self, line: &RatioLine) -> Option<[Option<f64>; 4]> {
         let direct = self.divide(line.numerator, line.denominator)?;
         let Some((numerator_base, denominator_base)) = line.normalised_by else {
             return Some(direct);
         };
         let bases = self.divide(numerator_base, denominator_base)?;
-        let mut values = [None; 3];
+        let mut values = [None; 4];
         for (value, (x, y)) in values.iter_mut().zip(direct.into_iter().zip(bases)) {
             *value = match (x, y) {
                 (Some(x), Some(y)) if y > 0.0 => Some(x / y),
@@ -184,16 +193,16 @@ impl Report {
 
         let _ = writeln!(
             out,
-            "\n| scenario | requests/s | p50 ms | p99 ms | errors | ratio | CPU % of a core: generator / keyward / upstream / rest of the machine |"
+            "\n| scenario | requests/s | p50 ms | p99 ms | errors | ratio | CPU % of a core: generator / keyward / upstream / rest of the machine | keyward CPU µs per answer |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---|---:|");
         for (index, row) in self.rows.iter().enumerate() {
             match &row.outcome {
                 Ok(summary) => {
                     let ratio = match &row.compared_with {
                         None => "baseline".to_owned(),
                         Some((baseline, name)) => match self.divide(index, *baseline) {
-                            Some([Some(rps), _, _]) => format!("{rps:.2}× {name} (requests/s)"),
+                            Some([Some(rps), _, _, _]) => format!("{rps:.2}× {name} (requests/s)"),
                             _ => format!("– ({name} missing)"),
                         },
                     };
@@ -204,7 +213,7 @@ impl Report {
                     };
                     let _ = writeln!(
                         out,
-                        "| {} | {:.0} | {} | {} | {} | {} | {} |",
+                        "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
                         row.scenario,
                         summary.requests_per_second,
                         milliseconds(summary.p50_ms),
@@ -212,30 +221,40 @@ impl Report {
                         errors,
                         ratio,
                         cpu(summary.cpu),
+                        cpu_per_answer_us(summary)
+                            .map_or("–".to_owned(), |us| format!("{us:.1}")),
                     );
                 }
                 Err(_) => {
-                    let _ = writeln!(out, "| {} | **FAILED** | – | – | – | – | – |", row.scenario);
+                    let _ = writeln!(
+                        out,
+                        "| {} | **FAILED** | – | – | – | – | – | – |",
+                        row.scenario
+                    );
                 }
             }
         }
 
-        let lines: Vec<(&RatioLine, [Option<f64>; 3])> = self
+        let lines: Vec<(&RatioLine, [Option<f64>; 4])> = self
             .ratios
             .iter()
             .filter_map(|line| Some((line, self.ratio_values(line)?)))
             .collect();
         if !lines.is_empty() {
-            let _ = writeln!(out, "\n| ratio (same run) | requests/s | p50 | p99 |");
-            let _ = writeln!(out, "|---|---:|---:|---:|");
-            for (line, [rps, p50, p99]) in lines {
+            let _ = writeln!(
+                out,
+                "\n| ratio (same run) | requests/s | p50 | p99 | keyward CPU per answer |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+            for (line, [rps, p50, p99, cpu]) in lines {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     line.label,
                     times(rps),
                     times(p50),
-                    times(p99)
+                    times(p99),
+                    times(cpu)
                 );
             }
         }
@@ -318,4 +337,34 @@ fn one_line(text: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ⏎ ")
         .replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(rps: f64, keyward: Option<f64>) -> Summary {
+        Summary {
+            requests_per_second: rps,
+            p50_ms: None,
+            p99_ms: None,
+            errors: 0,
+            errors_described: String::new(),
+            cpu: Some(CpuUse {
+                generator: 50.0,
+                keyward,
+                upstream: None,
+                others: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn cpu_per_answer_is_core_time_over_answers() {
+        // 95 % of a core for 50 000 answers a second: 19 µs each.
+        let us = cpu_per_answer_us(&summary(50_000.0, Some(95.0))).unwrap();
+        assert!((us - 19.0).abs() < 1e-9, "{us}");
+        assert_eq!(cpu_per_answer_us(&summary(0.0, Some(95.0))), None);
+        assert_eq!(cpu_per_answer_us(&summary(50_000.0, None)), None);
+    }
 }
