@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use keyward_proto::{FieldError, RegisterRequest};
 
+use crate::audit::{self, AuditEvent, AuditKind};
 use crate::clock::Clock;
 use crate::error::{AuthFailure, CoreError, CoreResult};
 use crate::hashing::{sha256, PasswordHasher};
@@ -189,6 +190,16 @@ impl AccountService {
             Err(crate::store::StoreError::Conflict(_)) => return Err(CoreError::EmailTaken),
             Err(other) => return Err(other.into()),
         }
+        self.audit(
+            AuditEvent::new(AuditKind::Registered, &tenant.id, &user.id, now).session(&session.id),
+        )
+        .await;
+        if let Some((key, _)) = &api_key {
+            self.audit(
+                AuditEvent::new(AuditKind::KeyCreated, &tenant.id, &user.id, now).key(&key.id),
+            )
+            .await;
+        }
         let tokens = self.tokens_for(&session, refresh_token)?;
         Ok(Registered {
             user,
@@ -214,17 +225,43 @@ impl AccountService {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
+        let now = self.clock.now();
         let user = match user {
             Some(user) if verified => user,
-            _ => return Err(CoreError::Unauthenticated(AuthFailure::InvalidCredentials)),
+            Some(user) => {
+                // A wrong password for a real account: its tenant sees the attempt. Written
+                // in the background, so that this answer takes as long as an unknown email's.
+                audit::record_later(
+                    Arc::clone(&self.store),
+                    AuditEvent::new(AuditKind::LoginFailed, &user.tenant_id, &user.id, now)
+                        .detail("wrong password"),
+                );
+                return Err(CoreError::Unauthenticated(AuthFailure::InvalidCredentials));
+            }
+            None => {
+                // No account, so no tenant to show it to: only the log has it. Debug-formatted,
+                // so a newline in the email cannot start a forged log line.
+                tracing::info!(email = ?email, "login failed for an unknown email");
+                return Err(CoreError::Unauthenticated(AuthFailure::InvalidCredentials));
+            }
         };
         // Told only to whoever knows the password: anyone else gets `invalid_credentials`.
         if user.disabled_at.is_some() {
+            self.audit(
+                AuditEvent::new(AuditKind::LoginFailed, &user.tenant_id, &user.id, now)
+                    .detail("account disabled"),
+            )
+            .await;
             return Err(CoreError::AccountDisabled);
         }
         self.upgrade_password_hash(&user, password).await;
         let (session, refresh_token) = self.new_session(&user.id, &user.tenant_id, device);
         self.store.create_session(session.clone()).await?;
+        self.audit(
+            AuditEvent::new(AuditKind::LoginSucceeded, &user.tenant_id, &user.id, now)
+                .session(&session.id),
+        )
+        .await;
         self.tokens_for(&session, refresh_token)
     }
 
@@ -276,6 +313,17 @@ impl AccountService {
             if now.seconds() - spent_at.seconds() > self.config.refresh_reuse_grace_seconds {
                 tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reuse detected; session revoked");
                 self.store.revoke_session(&session.id, now).await?;
+                self.audit(
+                    AuditEvent::new(
+                        AuditKind::RefreshReuseDetected,
+                        &session.tenant_id,
+                        &session.user_id,
+                        now,
+                    )
+                    .session(&session.id)
+                    .detail("session revoked"),
+                )
+                .await;
             }
             return Err(invalid());
         }
@@ -315,6 +363,17 @@ impl AccountService {
             .revoke_user_session(&auth.user_id, id, self.clock.now())
             .await?
         {
+            self.audit(
+                AuditEvent::new(
+                    AuditKind::Logout,
+                    &auth.tenant_id,
+                    &auth.user_id,
+                    self.clock.now(),
+                )
+                .session(id)
+                .detail("one session, ended from another"),
+            )
+            .await;
             Ok(())
         } else {
             Err(CoreError::NotFound)
@@ -328,6 +387,14 @@ impl AccountService {
         } else {
             self.store.revoke_session(&auth.session_id, now).await?;
         }
+        let event = AuditEvent::new(AuditKind::Logout, &auth.tenant_id, &auth.user_id, now)
+            .session(&auth.session_id);
+        self.audit(if all {
+            event.detail("all sessions")
+        } else {
+            event
+        })
+        .await;
         Ok(())
     }
 
@@ -386,6 +453,17 @@ impl AccountService {
         self.store
             .change_password(&user.id, &hash, &auth.session_id, self.clock.now())
             .await?;
+        self.audit(
+            AuditEvent::new(
+                AuditKind::PasswordChanged,
+                &auth.tenant_id,
+                &auth.user_id,
+                self.clock.now(),
+            )
+            .session(&auth.session_id)
+            .detail("other sessions revoked"),
+        )
+        .await;
         Ok(())
     }
 
@@ -403,6 +481,24 @@ impl AccountService {
     pub async fn tenant(&self, tenant: &TenantId) -> CoreResult<TenantRecord> {
         self.store
             .find_tenant(tenant)
+            .await?
+            .ok_or(CoreError::NotFound)
+    }
+
+    /// Records an audit event after the change it describes (see `audit.rs`).
+    async fn audit(&self, event: AuditEvent) {
+        audit::record(&*self.store, event).await;
+    }
+
+    /// One page of the tenant's audit log, newest first; `NotFound` for a cursor that is not
+    /// an event of this tenant.
+    pub async fn audit_page(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> CoreResult<audit::AuditPage> {
+        audit::page(&*self.store, tenant, cursor, limit)
             .await?
             .ok_or(CoreError::NotFound)
     }

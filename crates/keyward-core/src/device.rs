@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
+use crate::audit::{self, AuditEvent, AuditKind};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{CoreError, CoreResult};
 use crate::hashing::sha256;
@@ -284,7 +285,17 @@ impl DeviceService {
             .redeem_device_code(&hash, key, self.keys.max_per_user(), now)
             .await?
         {
-            Redemption::Redeemed => Ok(Ok((record, secret))),
+            Redemption::Redeemed => {
+                let owner = &record.owner;
+                audit::record(
+                    &*self.store,
+                    AuditEvent::new(AuditKind::KeyCreated, &owner.tenant_id, &owner.user_id, now)
+                        .key(&record.id)
+                        .detail("device login"),
+                )
+                .await;
+                Ok(Ok((record, secret)))
+            }
             Redemption::NotRedeemable => Ok(Err(DevicePollError::InvalidGrant)),
             Redemption::KeyLimitReached => Ok(Err(DevicePollError::KeyLimitReached)),
         }
@@ -373,6 +384,17 @@ impl DeviceService {
             .decide_device_code(user_code.normalised(), approve.then_some(&owner), now)
             .await?
         {
+            let kind = if approve {
+                AuditKind::DeviceApproved
+            } else {
+                AuditKind::DeviceDenied
+            };
+            audit::record(
+                &*self.store,
+                AuditEvent::new(kind, &auth.tenant_id, &auth.user_id, now)
+                    .session(&auth.session_id),
+            )
+            .await;
             return Ok(());
         }
         self.record_failure(auth, now).await?;

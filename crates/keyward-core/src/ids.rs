@@ -42,6 +42,7 @@ id_type!(UserId, "usr_");
 id_type!(TenantId, "ten_");
 id_type!(KeyId, "key_");
 id_type!(SessionId, "ses_");
+id_type!(AuditEventId, "aud_");
 
 #[cfg(test)]
 mod tests {

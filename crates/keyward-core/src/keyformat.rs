@@ -320,4 +320,85 @@ mod tests {
             let _ = format.matches(&candidate);
         }
     }
+
+    /// A key in `format`'s shape built from arbitrary body symbols, with the checksum computed
+    /// independently (a base conversion of the CRC, written out here, not the module's code).
+    fn key_from_body(format: &KeyFormat, body_choices: &[prop::sample::Index]) -> String {
+        let symbols = format.alphabet.symbols();
+        let mut key = format.prefix.clone();
+        for choice in body_choices.iter().take(format.length) {
+            key.push(symbols[choice.index(symbols.len())] as char);
+        }
+        if format.checksum {
+            let mut crc = u64::from(crc32fast::hash(key.as_bytes()));
+            let base = symbols.len() as u64;
+            let mut digits = vec![];
+            for _ in 0..format.alphabet.checksum_len() {
+                digits.push(symbols[(crc % base) as usize] as char);
+                crc /= base;
+            }
+            key.extend(digits.iter().rev());
+        }
+        key
+    }
+
+    proptest! {
+        #[test]
+        fn any_well_formed_key_matches(
+            format in formats(),
+            body in proptest::collection::vec(any::<prop::sample::Index>(), 80),
+        ) {
+            let key = key_from_body(&format, &body);
+            prop_assert!(format.matches(&key), "{key}");
+        }
+
+        #[test]
+        fn matches_iff_prefix_length_alphabet_and_checksum(format in formats(), candidate in "[a-z0-9_]{0,16}[0-9A-Za-z]{0,90}|\\PC{0,100}") {
+            let len = format.key_len();
+            let shape = candidate.len() == len
+                && candidate.starts_with(format.prefix())
+                && candidate.as_bytes()[format.prefix().len()..].iter().all(|&b| format.alphabet.contains(b));
+            let expected = shape && (!format.checksum || {
+                let body_end = format.prefix().len() + format.length;
+                let mut expected_checksum = String::new();
+                format.alphabet.encode_checksum(crc32fast::hash(&candidate.as_bytes()[..body_end]), &mut expected_checksum);
+                candidate[body_end..] == expected_checksum
+            });
+            prop_assert_eq!(format.matches(&candidate), expected);
+        }
+
+        #[test]
+        fn any_changed_checksum_digit_is_refused(format in formats(), position in 0usize..8, replacement in any::<prop::sample::Index>()) {
+            prop_assume!(format.checksum);
+            let key = format.generate();
+            let mut bytes = key.expose().as_bytes().to_vec();
+            let index = bytes.len() - 1 - position % format.alphabet.checksum_len();
+            let symbols = format.alphabet.symbols();
+            let new = symbols[replacement.index(symbols.len())];
+            prop_assume!(bytes[index] != new);
+            bytes[index] = new;
+            prop_assert!(!format.matches(&String::from_utf8(bytes).unwrap()));
+        }
+
+        #[test]
+        fn alphabet_parse_accepts_exactly_two_names(raw in "\\PC{0,10}|base62|hex") {
+            let parsed = KeyAlphabet::parse(&raw);
+            prop_assert_eq!(parsed.is_ok(), raw == "base62" || raw == "hex");
+        }
+
+        #[test]
+        fn key_format_new_never_panics(prefix in "\\PC{0,20}", hex in any::<bool>(), length in 0usize..200, checksum in any::<bool>()) {
+            let alphabet = if hex { KeyAlphabet::Hex } else { KeyAlphabet::Base62 };
+            if let Ok(format) = KeyFormat::new(&prefix, alphabet, length, checksum) {
+                // Whatever is accepted yields keys it recognises.
+                prop_assert!(format.matches(format.generate().expose()));
+            }
+        }
+
+        #[test]
+        fn start_and_end_never_panic(key in "\\PC{0,50}") {
+            prop_assert!(key_start(&key).chars().count() <= 8);
+            prop_assert!(key_end(&key).chars().count() <= 4);
+        }
+    }
 }

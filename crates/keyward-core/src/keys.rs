@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use keyward_proto::{CreateKeyRequest, FieldError, KeyStatus, VerifyCode};
 
+use crate::audit::{self, AuditEvent, AuditKind};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{AuthFailure, CoreError, CoreResult};
 use crate::hashing::sha256;
@@ -186,13 +187,21 @@ impl KeyService {
     ) -> CoreResult<(ApiKeyRecord, ApiKeySecret)> {
         let (key, secret) = self.prepare(owner, creator, input)?;
         let record = record_of(&key);
+        let now = self.clock.now();
         if !self
             .store
-            .insert_key(key, self.settings.max_per_user, self.clock.now())
+            .insert_key(key, self.settings.max_per_user, now)
             .await?
         {
             return Err(CoreError::KeyLimitReached);
         }
+        let owner = &record.owner;
+        audit::record(
+            &*self.store,
+            AuditEvent::new(AuditKind::KeyCreated, &owner.tenant_id, &owner.user_id, now)
+                .key(&record.id),
+        )
+        .await;
         Ok((record, secret))
     }
 
@@ -212,9 +221,16 @@ impl KeyService {
     }
 
     pub async fn revoke(&self, owner: &Owner, id: &KeyId) -> CoreResult<()> {
-        match self.store.revoke_key(owner, id, self.clock.now()).await? {
+        let now = self.clock.now();
+        match self.store.revoke_key(owner, id, now).await? {
             Some(hash) => {
                 self.cache.invalidate(&hash);
+                audit::record(
+                    &*self.store,
+                    AuditEvent::new(AuditKind::KeyRevoked, &owner.tenant_id, &owner.user_id, now)
+                        .key(id),
+                )
+                .await;
                 Ok(())
             }
             None => Err(CoreError::NotFound),
@@ -269,6 +285,17 @@ impl KeyService {
             return Err(CoreError::field("id", "only an active key can be rotated"));
         };
         self.cache.invalidate(&old_hash);
+        let detail = match old_expires_at {
+            None => format!("replaces {}, revoked", old.id),
+            Some(at) => format!("replaces {}, expiring {}", old.id, at.to_rfc3339()),
+        };
+        audit::record(
+            &*self.store,
+            AuditEvent::new(AuditKind::KeyRotated, &owner.tenant_id, &owner.user_id, now)
+                .key(&record.id)
+                .detail(&detail),
+        )
+        .await;
         Ok((record, secret))
     }
 

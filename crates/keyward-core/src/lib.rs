@@ -14,6 +14,7 @@
 //! - [`Clock`]: every "now" comes from here, so tests move time instead of sleeping.
 
 mod accounts;
+pub mod audit;
 mod clock;
 mod device;
 mod error;
@@ -39,7 +40,7 @@ pub use device::{
 };
 pub use error::{AuthFailure, CoreError, CoreResult};
 pub use hashing::{sha256, PasswordHasher, PasswordHasherConfig, TokenHash};
-pub use ids::{KeyId, SessionId, TenantId, UserId};
+pub use ids::{AuditEventId, KeyId, SessionId, TenantId, UserId};
 pub use jwt::{rotate_signing_key, AccessClaims, TokenSigner, RETIRED_KEY_GRACE_SECONDS};
 pub use keycache::{KeyCache, KeyCacheStats, Preload, VerifiedKey};
 pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};

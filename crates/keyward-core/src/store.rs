@@ -444,10 +444,24 @@ pub trait UsageStore: Send + Sync {
     ) -> StoreResult<Vec<UsageDayRecord>>;
 }
 
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn record_audit_event(&self, event: &crate::audit::AuditEvent) -> StoreResult<()>;
+    /// `tenant`'s events older than the event `before` (all when `None`), newest first, at most
+    /// `limit`. `None` when `before` is not an event of this tenant.
+    async fn list_audit_events(
+        &self,
+        tenant: &TenantId,
+        before: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<crate::audit::AuditEvent>>>;
+}
+
 /// Everything a Keyward server needs from its database.
 #[async_trait]
 pub trait Store:
     AccountStore
+    + AuditStore
     + SessionStore
     + KeyStore
     + DeviceStore

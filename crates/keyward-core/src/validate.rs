@@ -465,4 +465,114 @@ mod tests {
             }
         }
     }
+
+    /// JSON values of every kind, nested a few levels deep.
+    fn json_values() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            // Quarters are exact in binary, so they read back equal from the stored text.
+            (-4000i32..4000).prop_map(|n| serde_json::Value::from(f64::from(n) / 4.0)),
+            "\\PC{0,300}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("\\PC{0,20}", inner, 0..8)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn description_accepts_iff_at_most_500_characters(raw in "\\PC{0,520}") {
+            let ok = Description::parse(&raw).is_ok();
+            prop_assert_eq!(ok, raw.chars().count() <= 500);
+            if let Ok(description) = Description::parse(&raw) {
+                prop_assert_eq!(description.as_str(), raw.as_str());
+            }
+        }
+
+        #[test]
+        fn plain_text_names_accept_iff_trimmed_1_to_100_without_controls(raw in "(\\PC|[\\t\\n\\x00\\x7f]){0,110}") {
+            let trimmed = raw.trim();
+            let expected = !trimmed.is_empty()
+                && trimmed.chars().count() <= 100
+                && !trimmed.chars().any(char::is_control);
+            prop_assert_eq!(UserName::parse(&raw).is_ok(), expected);
+            prop_assert_eq!(TenantName::parse(&raw).is_ok(), expected);
+            if let Ok(name) = UserName::parse(&raw) {
+                prop_assert_eq!(name.as_str(), trimmed);
+            }
+        }
+
+        #[test]
+        fn password_accepts_iff_8_to_128_characters_and_not_common(raw in "\\PC{0,140}") {
+            let count = raw.chars().count();
+            let expected = (8..=128).contains(&count) && !is_common_password(&raw);
+            prop_assert_eq!(Password::parse(raw).is_ok(), expected);
+        }
+
+        #[test]
+        fn every_common_password_is_refused_in_any_case(index in any::<prop::sample::Index>(), upper in any::<bool>()) {
+            let list: Vec<&str> = COMMON_PASSWORDS
+                .lines()
+                .map(str::trim)
+                .filter(|line| line.chars().count() >= 8 && !line.starts_with('#'))
+                .collect();
+            let common = list[index.index(list.len())];
+            let spelled = if upper { common.to_uppercase() } else { common.to_owned() };
+            prop_assert!(Password::parse(spelled).is_err());
+        }
+
+        #[test]
+        fn meta_accepts_iff_an_object_of_at_most_4_kib(value in json_values()) {
+            let expected = value.as_object().is_some_and(|_| value.to_string().len() <= KeyMeta::MAX_BYTES);
+            let parsed = KeyMeta::parse(value.clone());
+            prop_assert_eq!(parsed.is_ok(), expected);
+            if let Ok(meta) = parsed {
+                // What is stored reads back as the same object.
+                prop_assert_eq!(KeyMeta::from_stored(&meta.to_stored()), Some(meta.clone()));
+                prop_assert_eq!(meta.to_value(), value);
+            }
+        }
+
+        #[test]
+        fn meta_from_stored_never_panics(stored in "\\PC{0,200}") {
+            if let Some(meta) = KeyMeta::from_stored(&stored) {
+                prop_assert!(meta.to_value().is_object());
+            }
+        }
+
+        #[test]
+        fn expiry_accepts_iff_1_to_3650(days in any::<i64>()) {
+            let parsed = ExpiresInDays::parse(days);
+            prop_assert_eq!(parsed.is_ok(), (1..=3650).contains(&days));
+            if let Ok(parsed) = parsed {
+                prop_assert_eq!(parsed.days(), days);
+            }
+        }
+
+        #[test]
+        fn scopes_accept_iff_every_scope_does_and_round_trip(raw in proptest::collection::vec("[a-z][a-z0-9_.:-]{0,10}|\\PC{0,12}", 0..6)) {
+            let expected = raw.iter().all(|scope| Scope::parse(scope).is_ok());
+            let parsed = Scopes::parse(&raw);
+            prop_assert_eq!(parsed.is_ok(), expected, "{:?}", parsed);
+            if let Ok(scopes) = parsed {
+                // Stored and read back, the set grants exactly what it granted before.
+                let stored = Scopes::from_stored(&scopes.to_stored());
+                prop_assert_eq!(stored.to_strings(), scopes.to_strings());
+                for scope in &raw {
+                    prop_assert!(scopes.grants(&Scope::parse(scope).unwrap()));
+                }
+            }
+        }
+
+        #[test]
+        fn scopes_from_stored_never_panics(stored in "\\PC{0,100}") {
+            let _ = Scopes::from_stored(&stored).to_strings();
+        }
+    }
 }

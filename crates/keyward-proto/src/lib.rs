@@ -361,6 +361,41 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
+/// One audit-log entry of `GET /v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventView {
+    /// `aud_…`; also the cursor of the page after it.
+    pub id: String,
+    /// `user.registered`, `login.succeeded`, `login.failed`, `session.refresh_reuse_detected`,
+    /// `session.logout`, `user.password_changed`, `key.created`, `key.rotated`, `key.revoked`,
+    /// `device.approved`, `device.denied`, `user.disabled`, `user.enabled`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The user who acted (`usr_…`), or `operator` for the operator's commands.
+    pub actor: String,
+    /// The user the event is about.
+    pub user_id: Option<String>,
+    pub tenant_id: String,
+    /// The client's address (`trusted_proxies` applied); `null` for operator commands.
+    pub client_address: Option<String>,
+    /// The client's `User-Agent`, at most 256 characters, control characters replaced by `?`.
+    pub user_agent: Option<String>,
+    pub key_id: Option<String>,
+    pub session_id: Option<String>,
+    /// A short note, e.g. which key a rotation replaced.
+    pub detail: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// `GET /v1/audit`: a page of the caller's tenant's audit log, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPageResponse {
+    pub events: Vec<AuditEventView>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub const KEY: &str = "/v1/keys/{id}";
 pub const KEY_ROTATE: &str = "/v1/keys/{id}/rotate";
 pub const KEYS_VERIFY: &str = "/v1/keys/verify";
 pub const USAGE: &str = "/v1/usage";
+pub const AUDIT: &str = "/v1/audit";
 pub const TENANT: &str = "/v1/tenant";
 pub const JWKS: &str = "/.well-known/jwks.json";
 pub const HEALTHZ: &str = "/healthz";

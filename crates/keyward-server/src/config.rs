@@ -889,4 +889,94 @@ mod tests {
             assert!(names.contains(name), "{name}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// TOML values of every type, written as TOML text. JSON string escapes are TOML's too.
+        fn toml_values() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                (-5i64..100_000).prop_map(|n| n.to_string()),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(|f| format!("{f:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "\\PC{0,30}".prop_map(|text| serde_json::Value::from(text).to_string()),
+                prop_oneof![
+                    Just("127.0.0.1:0"),
+                    Just("[::1]:80"),
+                    Just("10.0.0.0/8"),
+                    Just("base62"),
+                    Just("hex"),
+                    Just("json"),
+                    Just("text"),
+                    Just("sqlite://x.db"),
+                    Just("http://127.0.0.1:9"),
+                    Just(""),
+                ]
+                .prop_map(|text| format!("{text:?}")),
+            ];
+            leaf.prop_recursive(2, 8, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|items| format!("[{}]", items.join(", "))),
+                    proptest::collection::vec(("[a-z_]{1,8}", inner), 0..3).prop_map(|pairs| {
+                        let mut seen = BTreeSet::new();
+                        let fields: Vec<String> = pairs
+                            .into_iter()
+                            .filter(|(key, _)| seen.insert(key.clone()))
+                            .map(|(key, value)| format!("{key} = {value}"))
+                            .collect();
+                        format!("{{ {} }}", fields.join(", "))
+                    }),
+                ]
+            })
+        }
+
+        fn settings() -> impl Strategy<Value = String> {
+            proptest::sample::select(setting_names().into_iter().collect::<Vec<_>>())
+        }
+
+        /// `a.b.c = v` as a TOML document: table `[a.b]`, then `c = v`.
+        fn document(setting: &str, value: &str) -> String {
+            match setting.rsplit_once('.') {
+                Some((table, key)) => format!("[{table}]\n{key} = {value}\n"),
+                None => format!("{setting} = {value}\n"),
+            }
+        }
+
+        /// The error names the setting by its dotted path, so the operator knows what to fix; or,
+        /// for a rule across settings of one table, the other setting of that table (an empty
+        /// `gateway.listen` still turns the gateway on, which then needs `gateway.upstream`).
+        fn names_the_setting(err: &str, setting: &str) -> bool {
+            err.contains(setting)
+                || setting
+                    .rsplit_once('.')
+                    .is_some_and(|(table, _)| err.starts_with(&format!("{table}.")))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn any_toml_value_for_any_setting_loads_or_names_the_setting(setting in settings(), value in toml_values()) {
+                let toml = document(&setting, &value);
+                if let Err(err) = load(&toml, &[]) {
+                    let err = err.to_string();
+                    prop_assert!(names_the_setting(&err, &setting), "{toml}\n=> {err}");
+                }
+            }
+
+            #[test]
+            fn any_environment_value_for_any_setting_loads_or_names_the_setting(setting in settings(), value in "\\PC{0,30}|[0-9]{1,12}|true|false") {
+                let variable = format!("KEYWARD_{}", setting.to_uppercase().replace('.', "__"));
+                if let Err(err) = load("", &[(&variable, &value)]) {
+                    let err = err.to_string();
+                    prop_assert!(names_the_setting(&err, &setting), "{variable}={value:?}\n=> {err}");
+                }
+            }
+        }
+    }
 }

@@ -371,4 +371,77 @@ mod tests {
         let repeated = parse_json::<Body>(br#"{"name": "a", "name": "b"}"#).unwrap();
         assert_eq!(repeated.name, "b");
     }
+
+    mod properties {
+        use super::*;
+        use axum::http::HeaderValue;
+        use proptest::prelude::*;
+
+        /// Tokens made of JWT-ish pieces: base64url runs, dots, spaces.
+        fn tokenish() -> impl Strategy<Value = String> {
+            "([A-Za-z0-9_-]{0,6}[. ]?){0,6}|\\PC{0,40}"
+        }
+
+        fn kind(headers: &HeaderMap) -> Result<(&'static str, String), ()> {
+            match credential(headers) {
+                Ok(Credential::AccessToken(token)) => Ok(("token", token.to_owned())),
+                Ok(Credential::ApiKey(key)) => Ok(("key", key.to_owned())),
+                Err(_) => Err(()),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn looks_like_jwt_iff_three_parts_with_header_and_payload(token in tokenish()) {
+                let parts: Vec<&str> = token.split('.').collect();
+                let expected = parts.len() == 3 && !parts[0].is_empty() && !parts[1].is_empty();
+                prop_assert_eq!(looks_like_jwt(&token), expected);
+            }
+
+            #[test]
+            fn a_bearer_credential_is_a_token_iff_it_looks_like_a_jwt(token in tokenish(), scheme in "Bearer|bearer|BEARER|Basic|Token") {
+                let Ok(value) = HeaderValue::from_str(&format!("{scheme} {token}")) else {
+                    return Ok(());
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(AUTHORIZATION, value);
+                let trimmed = token.trim();
+                match kind(&headers) {
+                    Ok((kind, presented)) => {
+                        prop_assert!(scheme.eq_ignore_ascii_case("bearer"));
+                        prop_assert_eq!(presented.as_str(), trimmed);
+                        prop_assert_eq!(kind, if looks_like_jwt(trimmed) { "token" } else { "key" });
+                    }
+                    // Refused: another scheme, nothing after it, or bytes that are not visible ASCII.
+                    Err(()) => prop_assert!(
+                        !scheme.eq_ignore_ascii_case("bearer")
+                            || trimmed.is_empty()
+                            || headers[AUTHORIZATION].to_str().is_err()
+                    ),
+                }
+            }
+
+            #[test]
+            fn credential_never_panics_on_arbitrary_header_bytes(
+                authorization in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60)),
+                api_key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60)),
+            ) {
+                let mut headers = HeaderMap::new();
+                if let Some(Ok(value)) = authorization.map(|bytes| HeaderValue::from_bytes(&bytes)) {
+                    headers.insert(AUTHORIZATION, value);
+                }
+                if let Some(Ok(value)) = api_key.map(|bytes| HeaderValue::from_bytes(&bytes)) {
+                    headers.insert("x-api-key", value);
+                }
+                // Authorization wins when both are there; a presented credential is never empty.
+                if let Ok((_, presented)) = kind(&headers) {
+                    prop_assert!(!presented.is_empty());
+                    prop_assert_eq!(presented.trim(), presented.as_str());
+                }
+                if headers.is_empty() {
+                    prop_assert!(kind(&headers).is_err());
+                }
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod console;
 pub mod error;
@@ -50,9 +51,15 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::keys::router())
         .merge(routes::service::router())
         .merge(routes::usage::router())
+        .merge(routes::audit::router())
         .nest("/console", console::router())
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
+        // The client address and user agent of the audit events a request records.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::origin,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::new())
         // Inside `observe`, which writes the problem body of its refusals.

@@ -516,4 +516,95 @@ mod tests {
             assert_eq!(throttles.login_failed("a@example.com", ip), None);
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn ips() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u8; 16]>().prop_map(IpAddr::from),
+                // IPv4-mapped IPv6, which must count as the IPv4 address.
+                any::<[u8; 4]>()
+                    .prop_map(|v4| IpAddr::V6(std::net::Ipv4Addr::from(v4).to_ipv6_mapped())),
+                // From a small pool, so that trusted nets and entries overlap often.
+                (0u8..4).prop_map(|last| IpAddr::from([10, 0, 0, last])),
+            ]
+        }
+
+        /// X-Forwarded-For entries: addresses in every spelling, and garbage.
+        fn entries() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ips().prop_map(|ip| ip.to_string()),
+                (ips(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port).to_string()),
+                "\\PC{0,20}",
+                "[0-9.:\\[\\], ]{0,30}",
+            ]
+        }
+
+        fn xff() -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec(
+                proptest::collection::vec(entries(), 0..4).prop_map(|list| list.join(",")),
+                0..3,
+            )
+        }
+
+        fn trusted() -> impl Strategy<Value = Vec<IpNet>> {
+            proptest::collection::vec(
+                prop_oneof![
+                    (0u8..=32)
+                        .prop_map(|len| IpNet::new(IpAddr::from([10, 0, 0, 0]), len).unwrap()),
+                    (ips(), 0u8..=32).prop_map(|(ip, len)| IpNet::new(
+                        canonical(ip),
+                        len.min(if ip.is_ipv4() { 32 } else { 128 })
+                    )
+                    .unwrap()),
+                ],
+                0..3,
+            )
+        }
+
+        fn header_map(values: &[String]) -> HeaderMap {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                if let Ok(value) = value.parse() {
+                    headers.append("x-forwarded-for", value);
+                }
+            }
+            headers
+        }
+
+        proptest! {
+            #[test]
+            fn an_untrusted_peer_is_the_client_whatever_it_sends(peer in ips(), values in xff(), trusted in trusted()) {
+                let peer_canonical = canonical(peer);
+                prop_assume!(!trusted.iter().any(|net| net.contains(&peer_canonical)));
+                prop_assert_eq!(client_ip(peer, &header_map(&values), &trusted), peer_canonical);
+            }
+
+            #[test]
+            fn the_client_is_the_peer_or_a_forwarded_entry(peer in ips(), values in xff(), trusted in trusted()) {
+                let headers = header_map(&values);
+                let client = client_ip(peer, &headers, &trusted);
+                let forwarded: Vec<IpAddr> = values
+                    .iter()
+                    .flat_map(|value| value.split(','))
+                    .filter_map(|entry| parse_forwarded(entry.trim()))
+                    .collect();
+                prop_assert!(client == canonical(peer) || forwarded.contains(&client), "{client} from {values:?}");
+                // Mapped addresses never reach the throttles as IPv6.
+                if let IpAddr::V6(v6) = client {
+                    prop_assert!(v6.to_ipv4_mapped().is_none());
+                }
+                let _ = throttle_key(client);
+            }
+
+            #[test]
+            fn every_spelling_of_an_address_parses_to_it(ip in ips(), port in any::<u16>()) {
+                prop_assert_eq!(parse_forwarded(&ip.to_string()), Some(canonical(ip)));
+                prop_assert_eq!(parse_forwarded(&SocketAddr::new(ip, port).to_string()), Some(canonical(ip)));
+            }
+        }
+    }
 }

@@ -13,6 +13,9 @@ use common::*;
 use serde_json::json;
 use tracing_subscriber::fmt::MakeWriter;
 
+/// What an attacker would like to see as a log line of its own.
+const FORGED: &str = "FORGED 2026-11-22T10:00:00Z INFO keyward: operator signed in";
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -240,6 +243,32 @@ async fn full_flow_logs_no_secret(backend: Backend, captured: &Captured) {
         .unwrap();
     assert_eq!(signed_out.status().as_u16(), 303);
 
+    // Log forging (issue 8): an email carrying a newline, to the API and to the console's form,
+    // must not start a log line of its own.
+    for email in [format!("x@example.com\n{FORGED}"), format!("y\r\n{FORGED}")] {
+        app.post(
+            "/v1/auth/login",
+            Auth::None,
+            json!({"email": email, "password": "not the password"}),
+        )
+        .await
+        .expect_problem(401, "invalid_credentials");
+    }
+    let page = browser.get(app.url("/console/login")).send().await.unwrap();
+    let login_cookie = cookies(&page);
+    let login_csrf = hidden(&page.text().await.unwrap(), "/console/login");
+    browser
+        .post(app.url("/console/login"))
+        .header("cookie", login_cookie.join("; "))
+        .form(&[
+            ("email", format!("z@example.com\n{FORGED}").as_str()),
+            ("password", "not the password"),
+            ("csrf", login_csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+
     app.server.unwrap().stop().await.unwrap();
 
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
@@ -254,6 +283,14 @@ async fn full_flow_logs_no_secret(backend: Backend, captured: &Captured) {
         "not at trace level"
     );
     assert!(logs.contains("refresh token reuse detected"));
+    // The forged text was logged (escaped, inside its line), and never began a line.
+    assert!(logs.contains(FORGED), "the failed logins were not logged");
+    for line in logs.lines().filter(|line| line.contains(FORGED)) {
+        assert!(
+            !line.starts_with(FORGED) && line.contains("login failed for an unknown email"),
+            "a forged log line: {line}"
+        );
+    }
     for secret in &secrets {
         assert!(
             !logs.contains(secret.as_str()),

@@ -6,10 +6,11 @@
 
 use async_trait::async_trait;
 use keyward_core::store::{
-    AccountStore, ApiKeyRecord, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount, NewApiKey,
-    NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord, SessionStore,
-    SessionSummary, SigningKeyRecord, SigningKeyRotation, SigningKeyStore, Store, StoreError,
-    StoreResult, TenantRecord, UsageDayRecord, UsageDelta, UsageStore, UserDisabled, UserRecord,
+    AccountStore, ApiKeyRecord, AuditStore, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount,
+    NewApiKey, NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord,
+    SessionStore, SessionSummary, SigningKeyRecord, SigningKeyRotation, SigningKeyStore, Store,
+    StoreError, StoreResult, TenantRecord, UsageDayRecord, UsageDelta, UsageStore, UserDisabled,
+    UserRecord,
 };
 use keyward_core::{
     Description, Email, KeyId, KeyMeta, KeyName, Scopes, SessionId, TenantId, Timestamp, TokenHash,
@@ -1471,6 +1472,96 @@ impl UsageStore for SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+fn audit_event_from_row(row: &DbRow) -> StoreResult<keyward_core::audit::AuditEvent> {
+    use keyward_core::audit::{AuditEvent, AuditKind};
+    let kind: String = get(row, "event")?;
+    let key_id: Option<String> = get(row, "key_id")?;
+    let session_id: Option<String> = get(row, "session_id")?;
+    let tenant_id: Option<String> = get(row, "tenant_id")?;
+    let user_id: Option<String> = get(row, "user_id")?;
+    Ok(AuditEvent {
+        id: keyward_core::AuditEventId::from_stored(get(row, "id")?),
+        tenant_id: tenant_id.map(TenantId::from_stored),
+        actor: get(row, "actor")?,
+        user_id: user_id.map(UserId::from_stored),
+        kind: AuditKind::parse(&kind)
+            .ok_or_else(|| StoreError::Other(format!("unknown audit event type {kind:?}")))?,
+        client_address: get(row, "client_address")?,
+        user_agent: get(row, "user_agent")?,
+        key_id: key_id.map(KeyId::from_stored),
+        session_id: session_id.map(SessionId::from_stored),
+        detail: get(row, "detail")?,
+        created_at: Timestamp(get(row, "created_at")?),
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn record_audit_event(&self, event: &keyward_core::audit::AuditEvent) -> StoreResult<()> {
+        query(
+            "INSERT INTO audit_events (id, tenant_id, actor, user_id, event, client_address, \
+             user_agent, key_id, session_id, detail, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(event.id.as_str())
+        .bind(event.tenant_id.as_ref().map(TenantId::as_str))
+        .bind(&event.actor)
+        .bind(event.user_id.as_ref().map(UserId::as_str))
+        .bind(event.kind.as_str())
+        .bind(event.client_address.as_deref())
+        .bind(event.user_agent.as_deref())
+        .bind(event.key_id.as_ref().map(KeyId::as_str))
+        .bind(event.session_id.as_ref().map(SessionId::as_str))
+        .bind(event.detail.as_deref())
+        .bind(event.created_at.seconds())
+        .execute(&self.pool)
+        .await
+        .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn list_audit_events(
+        &self,
+        tenant: &TenantId,
+        before: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<keyward_core::audit::AuditEvent>>> {
+        // The cursor is an event id, looked up within the tenant: another tenant's id, or a
+        // made-up one, matches nothing.
+        let before_seq: i64 = match before {
+            None => i64::MAX,
+            Some(id) => {
+                let seq: Option<i64> =
+                    query_scalar("SELECT seq FROM audit_events WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.as_str())
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_error)?;
+                match seq {
+                    Some(seq) => seq,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let rows = query(
+            "SELECT id, tenant_id, actor, user_id, event, client_address, user_agent, key_id, \
+             session_id, detail, created_at FROM audit_events \
+             WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(before_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_error)?;
+        rows.iter()
+            .map(audit_event_from_row)
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Some)
     }
 }
 

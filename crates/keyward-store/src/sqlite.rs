@@ -17,6 +17,30 @@ type DbRow = SqliteRow;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Creates a missing database file empty with mode 0600 before SQLite opens it. SQLite would
+/// create it 0644 less the umask, readable by every local user, and it holds key hashes,
+/// password hashes and the private signing keys. SQLite gives the `-wal` and `-shm` files it
+/// makes later the main file's permissions, so they are owner-only too. An empty file is a
+/// valid new database. Existing files are left as their owner set them; in-memory databases
+/// have no file. Failures (say a missing directory) are left for SQLite to report.
+fn create_owner_only(url: &str, path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if in_memory || path.as_os_str().is_empty() {
+            return;
+        }
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+    #[cfg(not(unix))]
+    let _ = (url, path);
+}
+
 /// The SQLite implementation of every store trait.
 #[derive(Clone)]
 pub struct SqlStore {
@@ -32,7 +56,9 @@ impl SqlStore {
     /// Opens (creating if missing) and migrates the database at `url`.
     pub async fn connect(url: &str, settings: &PoolSettings) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Other(format!("database_url: {e}")))?
+            .map_err(|e| StoreError::Other(format!("database_url: {e}")))?;
+        create_owner_only(url, options.get_filename());
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)

@@ -6,6 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
+use keyward_core::audit::AuditEvent;
 use keyward_core::store::SessionSummary;
 use keyward_core::{CoreError, Password, SessionId};
 use keyward_proto::{FieldError, Secret};
@@ -23,6 +24,8 @@ pub const ACCOUNT_PATH: &str = "/console/account";
 pub const END_SESSION_PATH: &str = "/console/account/sessions/end";
 pub const END_ALL_PATH: &str = "/console/account/sessions/end-all";
 pub const PASSWORD_PATH: &str = "/console/account/password";
+/// How many of the latest audit events the account page shows (all are at `GET /v1/audit`).
+pub const AUDIT_EVENTS_SHOWN: u32 = 20;
 
 #[derive(Debug, Deserialize, Default)]
 pub struct AccountQuery {
@@ -107,6 +110,14 @@ async fn render(
         Ok(sessions) => sessions,
         Err(error) => return session.respond(layout::server_error(error)),
     };
+    let events = match state
+        .accounts
+        .audit_page(&auth.tenant_id, None, AUDIT_EVENTS_SHOWN)
+        .await
+    {
+        Ok(page) => page.events,
+        Err(error) => return session.respond(layout::server_error(error)),
+    };
     let csrf = session.csrf(purpose::ACCOUNT);
     let logout_csrf = session.csrf(purpose::LOGOUT);
     let content = html! {
@@ -135,6 +146,11 @@ async fn render(
         section aria-labelledby="password-title" {
             h2 #password-title { "Change password" }
             (password_form(&csrf, password_errors))
+        }
+        section aria-labelledby="activity-title" {
+            h2 #activity-title { "Security activity" }
+            p.muted { "The latest security events of your organization: sign-ins, failed sign-ins, sign-outs, password changes, keys and device logins. All of them are at GET /v1/audit." }
+            (audit_table(&events))
         }
     };
     session.respond(layout::html(
@@ -171,6 +187,35 @@ fn sessions_table(sessions: &[SessionSummary], current: &SessionId, csrf: &str) 
                                         input type="hidden" name="id" value=(listed.id.as_str());
                                         button.secondary type="submit" aria-label={ "Sign out " (device) } { "Sign out" }
                                     }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn audit_table(events: &[AuditEvent]) -> Markup {
+    html! {
+        @if events.is_empty() {
+            p.muted { "No events yet." }
+        } @else {
+            div.table-wrap {
+                table {
+                    thead { tr { th scope="col" { "When" } th scope="col" { "Event" } th scope="col" { "Actor" } th scope="col" { "Address" } th scope="col" { "Client" } th scope="col" { "Details" } } }
+                    tbody {
+                        @for event in events {
+                            tr data-audit-id=(event.id.as_str()) {
+                                td { (super::keys::when(event.created_at)) }
+                                td { code { (event.kind.as_str()) } }
+                                td { code { (event.actor) } }
+                                td { (event.client_address.as_deref().unwrap_or("—")) }
+                                td { (event.user_agent.as_deref().unwrap_or("—")) }
+                                td {
+                                    @if let Some(key) = &event.key_id { code { (key.as_str()) } " " }
+                                    @if let Some(detail) = &event.detail { (detail) }
                                 }
                             }
                         }

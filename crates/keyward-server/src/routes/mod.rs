@@ -1,5 +1,6 @@
 //! The HTTP API, one module per resource, each exposing its `router()`.
 
+pub mod audit;
 pub mod auth;
 pub mod device;
 pub mod keys;

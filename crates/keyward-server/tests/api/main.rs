@@ -41,6 +41,9 @@ macro_rules! suite {
         mod admin {
             include!("admin.rs");
         }
+        mod audit {
+            include!("audit.rs");
+        }
         mod auth {
             include!("auth.rs");
         }
