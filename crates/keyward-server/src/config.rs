@@ -98,6 +98,9 @@ pub struct RateLimitSettings {
     /// Failed key checks from one client address: `valid: false` from `/v1/keys/verify` and
     /// 401s from bad API keys.
     pub verify_failures_per_address: Rate,
+    /// Wrong device user codes entered from one client address (on top of the 10 per user
+    /// per 10 minutes the device flow keeps in the database).
+    pub device_entry_failures_per_address: Rate,
 }
 
 impl Default for RateLimitSettings {
@@ -110,13 +113,14 @@ impl Default for RateLimitSettings {
             refresh_per_address: Rate::new(600, 60),
             device_per_address: Rate::new(30, 600),
             verify_failures_per_address: Rate::new(300, 60),
+            device_entry_failures_per_address: Rate::new(20, 600),
         }
     }
 }
 
 impl RateLimitSettings {
     /// Every per-route rate with its dotted name.
-    pub fn rates(&self) -> [(&'static str, Rate); 6] {
+    pub fn rates(&self) -> [(&'static str, Rate); 7] {
         [
             ("rate_limits.login_per_account", self.login_per_account),
             ("rate_limits.login_per_address", self.login_per_address),
@@ -129,6 +133,10 @@ impl RateLimitSettings {
             (
                 "rate_limits.verify_failures_per_address",
                 self.verify_failures_per_address,
+            ),
+            (
+                "rate_limits.device_entry_failures_per_address",
+                self.device_entry_failures_per_address,
             ),
         ]
     }

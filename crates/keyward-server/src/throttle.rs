@@ -152,6 +152,30 @@ pub(crate) fn limited(retry_after_seconds: u64) -> CoreError {
     }
 }
 
+/// A device user-code entry (a lookup or a decision, on the API or the console) behind the
+/// per-address gate: refused while the address is blocked; a code that is unknown, expired or
+/// already decided (`NotFound`) is charged to the address, and the one that finds its budget
+/// spent is answered 429. The per-user count of the device flow still applies underneath.
+pub async fn device_entry<T>(
+    state: &AppState,
+    ip: IpAddr,
+    entry: impl std::future::Future<Output = Result<T, CoreError>>,
+) -> Result<T, CoreError> {
+    let throttles = &state.throttles;
+    if throttles.enabled {
+        throttles.device_entry.check(&ip)?;
+    }
+    let result = entry.await;
+    if throttles.enabled && matches!(result, Err(CoreError::NotFound)) {
+        let blocked = throttles.device_entry.failed(&ip, ip);
+        throttles.prune_early_if_large();
+        if let Some(seconds) = blocked {
+            return Err(limited(seconds));
+        }
+    }
+    result
+}
+
 /// A login behind the login throttles, for the API and the console alike: refused before the
 /// password is hashed when a failure budget is spent; a wrong email or password is charged to
 /// the account and the address.
@@ -259,6 +283,8 @@ pub struct Throttles {
     refresh: Limiter<IpAddr>,
     device: Limiter<IpAddr>,
     verify: FailureGate<IpAddr, IpAddr>,
+    /// Wrong device user codes per address; spent, it blocks the address's code entries.
+    device_entry: FailureGate<IpAddr, IpAddr>,
     last_early_prune: Mutex<Instant>,
 }
 
@@ -272,6 +298,7 @@ impl Throttles {
             refresh: Limiter::new(settings.refresh_per_address),
             device: Limiter::new(settings.device_per_address),
             verify: FailureGate::new(settings.verify_failures_per_address),
+            device_entry: FailureGate::new(settings.device_entry_failures_per_address),
             last_early_prune: Mutex::new(Instant::now()),
         }
     }
@@ -351,6 +378,7 @@ impl Throttles {
         self.refresh.prune();
         self.device.prune();
         self.verify.prune();
+        self.device_entry.prune();
     }
 
     /// Keys tracked over all limiters (for tests and metrics).

@@ -17,6 +17,7 @@ use super::session::{
     self, login_url, origin_allowed, purpose, see_other, ConsoleSession, Resolved,
 };
 use crate::state::AppState;
+use crate::throttle::ClientIp;
 
 pub const DEVICE_PATH: &str = "/console/device";
 
@@ -51,6 +52,7 @@ enum View<'a> {
 /// `GET /console/device[?user_code=…]`: the entry form, or the confirmation of a pending code.
 pub async fn show(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     query: Result<Query<DeviceQuery>, QueryRejection>,
 ) -> Response {
@@ -83,7 +85,8 @@ pub async fn show(
             },
         );
     };
-    match state.device.pending(&session.auth, &user_code).await {
+    let lookup = state.device.pending(&session.auth, &user_code);
+    match crate::throttle::device_entry(&state, ip, lookup).await {
         Ok(pending) => render(&session, StatusCode::OK, View::Confirm(&pending)),
         Err(error) => render_error(&session, error),
     }
@@ -92,6 +95,7 @@ pub async fn show(
 /// `POST /console/device`: Approve or Deny, after the origin and CSRF checks.
 pub async fn decide(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     form: Result<Form<DecisionForm>, FormRejection>,
 ) -> Response {
@@ -127,11 +131,8 @@ pub async fn decide(
             },
         );
     };
-    match state
-        .device
-        .decide(&session.auth, &user_code, approve)
-        .await
-    {
+    let decision = state.device.decide(&session.auth, &user_code, approve);
+    match crate::throttle::device_entry(&state, ip, decision).await {
         Ok(()) if approve => render(&session, StatusCode::OK, View::Approved),
         Ok(()) => render(&session, StatusCode::OK, View::Denied),
         Err(error) => render_error(&session, error),

@@ -104,7 +104,8 @@ pub async fn device_token(State(state): State<AppState>, request: Request) -> Ap
 
 /// Approve (or deny) a device login as the signed-in user; the minted key will be theirs.
 /// Unknown, expired and already decided codes are 404; after 10 such failures in 10 minutes a
-/// user gets 429 `rate_limited` until the oldest ages out.
+/// user gets 429 `rate_limited` until the oldest ages out, and so does a client address past
+/// `rate_limits.device_entry_failures_per_address`.
 #[utoipa::path(post, path = "/v1/auth/device/approve", tag = "device", request_body = DeviceApproveRequest,
     responses((status = 204), (status = 401, body = Problem), (status = 403, description = "session_required", body = Problem),
               (status = 404, description = "unknown, expired or already decided code", body = Problem),
@@ -112,15 +113,14 @@ pub async fn device_token(State(state): State<AppState>, request: Request) -> Ap
     security(("bearer" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     SessionCaller(session): SessionCaller,
     ApiJson(request): ApiJson<DeviceApproveRequest>,
 ) -> ApiResult<StatusCode> {
     let user_code =
         UserCode::parse(&request.user_code).map_err(|m| ApiError::field("user_code", m))?;
-    state
-        .device
-        .decide(&session, &user_code, request.approve)
-        .await?;
+    let decision = state.device.decide(&session, &user_code, request.approve);
+    crate::throttle::device_entry(&state, ip, decision).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

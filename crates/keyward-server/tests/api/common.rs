@@ -162,6 +162,7 @@ pub fn generous_rate_limits() -> keyward_server::config::RateLimitSettings {
         refresh_per_address: generous,
         device_per_address: generous,
         verify_failures_per_address: generous,
+        device_entry_failures_per_address: generous,
     }
 }
 

@@ -247,6 +247,45 @@ async fn device_codes_are_throttled_per_address() {
 }
 
 #[tokio::test]
+async fn wrong_device_user_codes_are_throttled_per_address() {
+    let app = spawn_app_with(|s| {
+        behind_proxy(s);
+        s.rate_limits.device_entry_failures_per_address = Rate::new(2, 3600);
+    })
+    .await;
+    let owner = app.register("owner@example.com").await;
+    let enter = |from: &'static str, user_code: String| {
+        post_from(
+            &app,
+            "/v1/auth/device/approve",
+            Some(from),
+            Auth::Bearer(&owner.access_token),
+            json!({"user_code": user_code, "approve": true}),
+        )
+    };
+    for guess in ["BCDF-GHJK", "BCDF-GHJL"] {
+        enter(ATTACKER, guess.into())
+            .await
+            .expect_problem(404, "not_found");
+    }
+    expect_throttled(&enter(ATTACKER, "BCDF-GHJM".into()).await);
+    // A real code from the blocked address is not even looked up.
+    let issued = app
+        .post("/v1/auth/device/code", Auth::None, json!({}))
+        .await;
+    let user_code = issued.expect(200)["user_code"]
+        .as_str()
+        .expect("user_code")
+        .to_owned();
+    expect_throttled(&enter(ATTACKER, user_code.clone()).await);
+    // The same user from another address is only under the per-user count (10), not blocked.
+    enter(VICTIM, "BCDF-GHJN".into())
+        .await
+        .expect_problem(404, "not_found");
+    enter(VICTIM, user_code).await.expect(204);
+}
+
+#[tokio::test]
 async fn verify_failures_are_throttled_per_address() {
     let app = spawn_app_with(|s| {
         behind_proxy(s);
