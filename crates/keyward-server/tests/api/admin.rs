@@ -311,22 +311,9 @@ async fn the_console_refuses_a_disabled_users_session() {
     );
 
     // Signing in through the login page says the account is disabled.
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let form = browser
-        .get(app.url("/console/login"))
-        .send()
-        .await
-        .expect("request sent")
-        .text()
-        .await
-        .expect("page");
-    let marker = r#"name="csrf" value=""#;
-    let start = form.find(marker).expect("a CSRF field") + marker.len();
-    let csrf = &form[start..start + form[start..].find('"').expect("value end")];
+    let browser = console_browser();
+    let csrf = login_form_csrf(&app, &browser).await;
+    let csrf = csrf.as_str();
     let signed_in = browser
         .post(app.url("/console/login"))
         .form(&[

@@ -433,22 +433,12 @@ async fn the_account_page_shows_the_latest_events_html_escaped() {
     let app = spawn_app().await;
     let ada = app.register("ada@example.com").await;
     app.create_key(&ada, json!({"name": "shown"})).await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
+    let browser = console_browser_builder()
         .user_agent("<script>alert(1)</script>")
         .build()
         .expect("client");
-    let login = browser
-        .get(app.url("/console/login"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("page");
-    let start = login.find(r#"name="csrf" value=""#).expect("csrf") + 19;
-    let csrf = &login[start..start + login[start..].find('"').expect("end")];
+    let csrf = login_form_csrf(&app, &browser).await;
+    let csrf = csrf.as_str();
     let signed_in = browser
         .post(app.url("/console/login"))
         .form(&[

@@ -460,3 +460,31 @@ impl TestApp {
         }
     }
 }
+
+/// A browser for the console: keeps cookies, follows no redirect.
+pub fn console_browser() -> reqwest::Client {
+    console_browser_builder().build().expect("client")
+}
+
+/// [`console_browser`]'s builder, for a test that sets more (a user agent, say).
+pub fn console_browser_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+/// The CSRF token of the console's sign-in form, as `browser` (which keeps the cookie it is
+/// bound to) gets it.
+pub async fn login_form_csrf(app: &TestApp, browser: &reqwest::Client) -> String {
+    let form = browser
+        .get(app.url("/console/login"))
+        .send()
+        .await
+        .expect("request sent")
+        .text()
+        .await
+        .expect("page");
+    let marker = r#"name="csrf" value=""#;
+    let start = form.find(marker).expect("a CSRF field") + marker.len();
+    form[start..start + form[start..].find('"').expect("value end")].to_owned()
+}

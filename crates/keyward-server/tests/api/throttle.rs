@@ -518,22 +518,8 @@ async fn the_console_sign_in_goes_through_the_same_throttle() {
     })
     .await;
     app.register("ada@example.com").await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let form = browser
-        .get(app.url("/console/login"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("page");
-    let field = r#"name="csrf" value=""#;
-    let start = form.find(field).expect("csrf field") + field.len();
-    let csrf = form[start..start + form[start..].find('"').expect("end")].to_owned();
+    let browser = console_browser();
+    let csrf = login_form_csrf(&app, &browser).await;
     let sign_in = |password: &'static str| {
         let request = browser
             .post(app.url("/console/login"))
