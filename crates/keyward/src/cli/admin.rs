@@ -177,7 +177,7 @@ async fn disable_user(args: UserArgs) -> Result<(), Failure> {
         }));
     } else {
         let what = if done.newly_disabled {
-            "disabled"
+            "disabled:"
         } else {
             "was already disabled; checked again that it is shut out:"
         };
