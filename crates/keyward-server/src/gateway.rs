@@ -300,7 +300,13 @@ async fn proxy(
             .map_or(parts.uri.path(), |pq| pq.as_str())
     );
     let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.as_str());
-    let headers = upstream_headers(&parts.headers, &identity, peer.ip(), request_id);
+    // The client as the throttles see it: behind a trusted proxy, the address it forwarded.
+    let client = crate::throttle::client_ip(
+        peer.ip(),
+        &parts.headers,
+        &gateway.app.config.trusted_proxies,
+    );
+    let headers = upstream_headers(&parts.headers, &identity, client, request_id);
     // The body streams through as it came: hyper keeps its length (or its absence, so a
     // request without one does not gain `Transfer-Encoding: chunked` on the way).
     let upstream = axum::http::Uri::try_from(url).map(|uri| {
@@ -453,7 +459,7 @@ const CONSOLE_COOKIE_PREFIX: &str = "kw_console_";
 fn upstream_headers(
     incoming: &HeaderMap,
     identity: &Identity,
-    peer: IpAddr,
+    client: IpAddr,
     request_id: Option<&str>,
 ) -> HeaderMap {
     let mut headers = incoming.clone();
@@ -462,8 +468,9 @@ fn upstream_headers(
     // The credential stays here; identity travels in x-keyward-* instead.
     headers.remove(header::AUTHORIZATION);
     headers.remove("x-api-key");
-    // Nobody's forwarding headers are believed yet (`trusted_proxies` is not built): the
-    // upstream sees the address this gateway saw, not one a client claims.
+    // The client's own forwarding headers go: the upstream sees one `X-Forwarded-For`, the
+    // client address this gateway determined (`trusted_proxies` applied), not one a client
+    // claims.
     for name in [
         "forwarded",
         "x-forwarded-for",
@@ -513,7 +520,7 @@ fn upstream_headers(
             set("x-keyward-scopes", "admin");
         }
     }
-    set("x-forwarded-for", &peer.to_string());
+    set("x-forwarded-for", &client.to_string());
     set("x-forwarded-proto", "http");
     if let Some(id) = request_id {
         set(middleware::REQUEST_ID_HEADER, id);
