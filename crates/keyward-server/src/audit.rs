@@ -12,15 +12,21 @@ use keyward_core::audit::{with_origin, Origin, MAX_USER_AGENT_CHARS};
 
 use crate::state::AppState;
 
-pub async fn origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn origin(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
-    let client_address = peer.map(|peer| {
+    let client = peer.map(|peer| {
         crate::throttle::client_ip(peer, request.headers(), &state.config.trusted_proxies)
-            .to_string()
     });
+    // Worked out once per request: the throttles' `ClientIp` reads it from here.
+    if let Some(client) = client {
+        request
+            .extensions_mut()
+            .insert(crate::throttle::ClientAddress(client));
+    }
+    let client_address = client.map(|client| client.to_string());
     let user_agent = crate::extract::user_agent(request.headers())
         .map(|agent| keyward_core::audit::clean_text(agent, MAX_USER_AGENT_CHARS));
     let origin = Origin {

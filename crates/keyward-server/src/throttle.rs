@@ -53,8 +53,16 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// The client's full address, as the audit middleware already worked it out for this request
+/// (`trusted_proxies` applied), so the throttles need not parse the headers again.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
 /// [`ClientIp`] from request parts (the credential extractor needs it too).
 pub fn client_ip_of(parts: &Parts, trusted: &[IpNet]) -> IpAddr {
+    if let Some(ClientAddress(client)) = parts.extensions.get::<ClientAddress>() {
+        return throttle_key(*client);
+    }
     // Without connection info (a router driven in-process) there is no peer to tell apart.
     let peer = parts
         .extensions
