@@ -10,7 +10,7 @@ use keyward_proto::{
     DeviceCodeResponse, DeviceTokenRequest, DeviceTokenResponse, ErrorCode, KeyList, KeyView,
     LoginRequest, LogoutRequest, MeResponse, PasswordChangeRequest, RefreshRequest,
     RegisterRequest, RegisterResponse, RotateKeyRequest, Secret, TenantView, TokenPair,
-    UsageResponse, VerifyRequest, VerifyResponse,
+    UpdateKeyRequest, UsageResponse, VerifyRequest, VerifyResponse,
 };
 use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
@@ -402,6 +402,14 @@ impl Client {
             .await
     }
 
+    /// `PATCH /v1/keys/{id}`: changes the fields `request` sets (rename, describe, meta,
+    /// enable or disable, narrow scopes, rate limit, credits) and answers the key.
+    pub async fn update_key(&self, id: &str, request: &UpdateKeyRequest) -> Result<KeyView> {
+        let url = self.url(paths::KEY, Some(id))?;
+        self.call(Method::PATCH, url, Some(request), Auth::Caller)
+            .await
+    }
+
     /// `POST /v1/keys/verify`: whether `key` is valid and holds every scope in `scopes`
     /// (`read` ⊂ `write` ⊂ `admin` applies; empty asks for none). An unknown, expired or revoked
     /// key is an `Ok` answer with `valid: false` and its `code`, not an error. Sends none of
@@ -412,6 +420,7 @@ impl Client {
             key: Secret::new(key),
             scopes: (!scopes.is_empty())
                 .then(|| scopes.iter().map(|scope| (*scope).to_owned()).collect()),
+            cost: None,
         };
         self.call(Method::POST, url, Some(&request), Auth::None)
             .await

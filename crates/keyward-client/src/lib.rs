@@ -67,8 +67,9 @@ pub use error::{Error, Result};
 /// The wire types, for everything this crate does not re-export by name.
 pub use keyward_proto as proto;
 pub use keyward_proto::{
-    AuthInfo, AuthMethod, CreateKeyRequest, CreatedKey, DeviceCodeResponse, DeviceTokenResponse,
-    ErrorCode, FieldError, KeyStatus, KeyView, MeResponse, RegisterRequest, RegisterResponse,
-    Secret, TenantRef, TenantView, TokenPair, UsageDay, UsageResponse, UserView, VerifyCode,
-    VerifyResponse,
+    AuthInfo, AuthMethod, CreateKeyRequest, CreatedKey, CreditsSpec, CreditsState,
+    DeviceCodeResponse, DeviceTokenResponse, ErrorCode, FieldError, KeyStatus, KeyView, MeResponse,
+    RateLimitSpec, RateLimitState, RefillInterval, RefillSpec, RegisterRequest, RegisterResponse,
+    Secret, TenantRef, TenantView, TokenPair, UpdateKeyRequest, UsageDay, UsageResponse, UserView,
+    VerifyCode, VerifyResponse,
 };

@@ -174,6 +174,8 @@ impl AccountService {
                 expires_in_days: None,
                 scopes: None,
                 meta: None,
+                rate_limit: None,
+                credits: None,
             };
             Some(self.keys.prepare(owner, None, input)?)
         } else {

@@ -41,6 +41,7 @@ pub enum AuditKind {
     KeyCreated,
     KeyRotated,
     KeyRevoked,
+    KeyUpdated,
     DeviceApproved,
     DeviceDenied,
     UserDisabled,
@@ -49,7 +50,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 15] = [
         AuditKind::Registered,
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
@@ -59,6 +60,7 @@ impl AuditKind {
         AuditKind::KeyCreated,
         AuditKind::KeyRotated,
         AuditKind::KeyRevoked,
+        AuditKind::KeyUpdated,
         AuditKind::DeviceApproved,
         AuditKind::DeviceDenied,
         AuditKind::UserDisabled,
@@ -77,6 +79,7 @@ impl AuditKind {
             AuditKind::KeyCreated => "key.created",
             AuditKind::KeyRotated => "key.rotated",
             AuditKind::KeyRevoked => "key.revoked",
+            AuditKind::KeyUpdated => "key.updated",
             AuditKind::DeviceApproved => "device.approved",
             AuditKind::DeviceDenied => "device.denied",
             AuditKind::UserDisabled => "user.disabled",

@@ -277,6 +277,8 @@ impl DeviceService {
             expires_in_days: None,
             scopes: None,
             meta: None,
+            rate_limit: None,
+            credits: None,
         };
         let (key, secret) = self.keys.prepare(owner, None, input)?;
         let record = record_of(&key);

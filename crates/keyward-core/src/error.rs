@@ -39,6 +39,12 @@ pub enum CoreError {
     /// Too many attempts; try again after this many seconds.
     #[error("rate limited")]
     RateLimited { retry_after_seconds: u64 },
+    /// An API key over its own rate limit.
+    #[error("key rate limited")]
+    KeyRateLimited(crate::policy::RateDecision),
+    /// An API key out of credits.
+    #[error("key out of credits")]
+    UsageExceeded,
     /// The server is too busy for this request (the password hashing queue is full); try
     /// again after this many seconds.
     #[error("overloaded")]

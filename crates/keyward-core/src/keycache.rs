@@ -16,21 +16,23 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::clock::Timestamp;
 use crate::hashing::TokenHash;
 use crate::ids::{KeyId, TenantId, UserId};
+use crate::policy::RateLimit;
 use crate::store::{ApiKeyRecord, Owner};
 use crate::validate::{KeyMeta, Scopes};
 
 const SHARDS: usize = 64;
 /// Distinct scope sets shared between entries; past this, sets are no longer shared.
 const MAX_SCOPE_SETS: usize = 4096;
-/// `Option<Timestamp>` in 8 bytes instead of 16.
-const NONE: i64 = i64::MIN;
+/// Times are kept as `u32` Unix seconds, `0` for none: `Option<Timestamp>` in 4 bytes instead
+/// of 16, good until 2106 (an expiry is at most ten years ahead).
+const NONE: u32 = 0;
 
 /// A verified key as the request path uses it: owned, cheap to build from a cache entry.
 #[derive(Debug, Clone)]
@@ -41,6 +43,10 @@ pub struct VerifiedKey {
     pub meta: Option<Arc<KeyMeta>>,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    pub enabled: bool,
+    pub rate_limit: Option<RateLimit>,
+    /// Whether uses spend credits (what is left lives in the database only).
+    pub metered: bool,
 }
 
 impl From<ApiKeyRecord> for VerifiedKey {
@@ -52,6 +58,9 @@ impl From<ApiKeyRecord> for VerifiedKey {
             meta: record.meta.map(Arc::new),
             expires_at: record.expires_at,
             revoked_at: record.revoked_at,
+            enabled: record.enabled,
+            rate_limit: record.rate_limit,
+            metered: record.credits.is_some(),
         }
     }
 }
@@ -85,18 +94,23 @@ pub(crate) struct CachedKey {
     user_id: IdBody,
     scopes: Arc<Scopes>,
     meta: Option<Arc<KeyMeta>>,
-    expires_at: i64,
-    revoked_at: i64,
+    expires_at: u32,
+    revoked_at: u32,
     /// When this instance last noted a use for `last_used_at` (`NONE`: never).
-    last_noted: AtomicI64,
+    last_noted: AtomicU32,
+    rate_limit: Option<RateLimit>,
+    enabled: bool,
+    metered: bool,
 }
 
-fn pack(at: Option<Timestamp>) -> i64 {
-    at.map_or(NONE, Timestamp::seconds)
+fn pack(at: Option<Timestamp>) -> u32 {
+    at.map_or(NONE, |at| {
+        u32::try_from(at.seconds().max(1)).unwrap_or(u32::MAX)
+    })
 }
 
-fn unpack(at: i64) -> Option<Timestamp> {
-    (at != NONE).then_some(Timestamp(at))
+fn unpack(at: u32) -> Option<Timestamp> {
+    (at != NONE).then_some(Timestamp(i64::from(at)))
 }
 
 impl CachedKey {
@@ -111,6 +125,9 @@ impl CachedKey {
             meta: self.meta.clone(),
             expires_at: unpack(self.expires_at),
             revoked_at: unpack(self.revoked_at),
+            enabled: self.enabled,
+            rate_limit: self.rate_limit,
+            metered: self.metered,
         }
     }
 
@@ -118,11 +135,11 @@ impl CachedKey {
     /// `resolution` seconds. Exactly one of racing callers gets `true`.
     pub(crate) fn note_use(&self, now: Timestamp, resolution: i64) -> bool {
         let last = self.last_noted.load(Ordering::Relaxed);
-        if last != NONE && now.seconds() - last < resolution {
+        if unpack(last).is_some_and(|last| now.seconds() - last.seconds() < resolution) {
             return false;
         }
         self.last_noted
-            .compare_exchange(last, now.seconds(), Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(last, pack(Some(now)), Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
 }
@@ -305,7 +322,10 @@ impl KeyCache {
             meta: record.meta.clone().map(Arc::new),
             expires_at: pack(record.expires_at),
             revoked_at: pack(record.revoked_at),
-            last_noted: AtomicI64::new(pack(record.last_used_at)),
+            enabled: record.enabled,
+            metered: record.credits.is_some(),
+            rate_limit: record.rate_limit,
+            last_noted: AtomicU32::new(pack(record.last_used_at)),
         });
         let mut shard = self.shard(hash).write().map_err(|_| Preload::NotServing)?;
         // Checked under the shard's lock: an invalidation bumps the generation before it takes
@@ -392,6 +412,19 @@ mod tests {
     use crate::hashing::sha256;
     use crate::validate::KeyName;
 
+    /// The entry's size is what a million keys cost: policies must not grow it.
+    #[test]
+    fn an_entry_stays_compact() {
+        assert!(
+            std::mem::size_of::<CachedKey>() <= 112,
+            "{} bytes",
+            std::mem::size_of::<CachedKey>()
+        );
+        assert_eq!(unpack(pack(None)), None);
+        let at = Timestamp(1_795_341_600);
+        assert_eq!(unpack(pack(Some(at))), Some(at));
+    }
+
     fn record(secret: &str) -> ApiKeyRecord {
         ApiKeyRecord {
             id: KeyId::generate(),
@@ -411,6 +444,9 @@ mod tests {
             expires_in_days: Some(1),
             last_used_at: None,
             revoked_at: None,
+            enabled: true,
+            rate_limit: None,
+            credits: None,
         }
     }
 

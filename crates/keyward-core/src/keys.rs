@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use keyward_proto::{CreateKeyRequest, FieldError, KeyStatus, VerifyCode};
+use keyward_proto::{
+    CreateKeyRequest, CreditsSpec, FieldError, KeyStatus, UpdateKeyRequest, VerifyCode,
+};
 
 use crate::audit::{self, AuditEvent, AuditKind};
 use crate::clock::{Clock, Timestamp};
@@ -12,8 +14,12 @@ use crate::hashing::sha256;
 use crate::ids::KeyId;
 use crate::keycache::{CachedKey, KeyCache, VerifiedKey};
 use crate::keyformat::{key_end, key_start, KeyFormat};
+use crate::policy::{
+    crossed_low, CreditSpend, Credits, KeyRateLimiter, MemoryRateLimiter, RateDecision, RateLimit,
+    MAX_COST,
+};
 use crate::secret::ApiKeySecret;
-use crate::store::{ApiKeyRecord, NewApiKey, Owner, Store};
+use crate::store::{ApiKeyRecord, KeyUpdate, NewApiKey, Owner, Store};
 use crate::validate::{Description, ExpiresInDays, KeyMeta, KeyName, Scopes};
 
 /// `last_used_at` is written at most this often per key.
@@ -37,6 +43,14 @@ pub struct NewKeyInput {
     pub expires_in_days: Option<ExpiresInDays>,
     pub scopes: Option<Scopes>,
     pub meta: Option<KeyMeta>,
+    pub rate_limit: Option<RateLimit>,
+    /// Checked; turned into [`Credits`] when the key is made.
+    pub credits: Option<CreditsSpec>,
+}
+
+/// Checks a request's credits; the time only matters to a refill's period.
+fn parse_credits(spec: CreditsSpec) -> Result<CreditsSpec, String> {
+    Credits::parse(spec, Timestamp(0)).map(|_| spec)
 }
 
 impl NewKeyInput {
@@ -71,21 +85,188 @@ impl NewKeyInput {
         check("scopes", scopes.as_ref().map(|_| ()).map_err(Clone::clone));
         let meta = request.meta.map(KeyMeta::parse).transpose();
         check("meta", meta.as_ref().map(|_| ()).map_err(Clone::clone));
-        match (name, description, expires, scopes, meta) {
-            (Ok(name), Ok(description), Ok(expires_in_days), Ok(scopes), Ok(meta))
-                if errors.is_empty() =>
-            {
-                Ok(Self {
-                    name,
-                    description,
-                    expires_in_days,
-                    scopes,
-                    meta,
-                })
-            }
+        let rate_limit = request.rate_limit.map(RateLimit::parse).transpose();
+        check(
+            "rate_limit",
+            rate_limit.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        let credits = request.credits.map(parse_credits).transpose();
+        check(
+            "credits",
+            credits.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        match (
+            name,
+            description,
+            expires,
+            scopes,
+            meta,
+            rate_limit,
+            credits,
+        ) {
+            (
+                Ok(name),
+                Ok(description),
+                Ok(expires_in_days),
+                Ok(scopes),
+                Ok(meta),
+                Ok(rate_limit),
+                Ok(credits),
+            ) if errors.is_empty() => Ok(Self {
+                name,
+                description,
+                expires_in_days,
+                scopes,
+                meta,
+                rate_limit,
+                credits,
+            }),
             _ => Err(errors),
         }
     }
+}
+
+/// A parsed `PATCH` of a key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpdateInput {
+    pub name: Option<KeyName>,
+    pub description: Option<Option<Description>>,
+    pub meta: Option<Option<KeyMeta>>,
+    pub enabled: Option<bool>,
+    pub scopes: Option<Scopes>,
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub credits: Option<Option<CreditsSpec>>,
+}
+
+impl KeyUpdateInput {
+    /// Parses every field, collecting all the errors.
+    pub fn parse(request: UpdateKeyRequest) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        fn keep<T>(
+            errors: &mut Vec<FieldError>,
+            field: &str,
+            result: Result<T, String>,
+        ) -> Option<T> {
+            result
+                .map_err(|message| errors.push(FieldError::new(field, message)))
+                .ok()
+        }
+        let name = request
+            .name
+            .map(|name| keep(&mut errors, "name", KeyName::parse(&name)));
+        let description = request.description.map(|description| {
+            keep(
+                &mut errors,
+                "description",
+                description.as_deref().map(Description::parse).transpose(),
+            )
+        });
+        let meta = request
+            .meta
+            .map(|meta| keep(&mut errors, "meta", meta.map(KeyMeta::parse).transpose()));
+        let scopes = request
+            .scopes
+            .map(|scopes| keep(&mut errors, "scopes", Scopes::parse(&scopes)));
+        let rate_limit = request.rate_limit.map(|limit| {
+            keep(
+                &mut errors,
+                "rate_limit",
+                limit.map(RateLimit::parse).transpose(),
+            )
+        });
+        let credits = request.credits.map(|credits| {
+            keep(
+                &mut errors,
+                "credits",
+                credits.map(parse_credits).transpose(),
+            )
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        // Every `Some(None)` left is a field that failed, and those returned above.
+        Ok(Self {
+            name: name.flatten(),
+            description: description.flatten(),
+            meta: meta.flatten(),
+            enabled: request.enabled,
+            scopes: scopes.flatten(),
+            rate_limit: rate_limit.flatten(),
+            credits: credits.flatten(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.description.is_none()
+            && self.meta.is_none()
+            && self.enabled.is_none()
+            && self.scopes.is_none()
+            && self.rate_limit.is_none()
+            && self.credits.is_none()
+    }
+
+    /// The fields it changes, for the audit log.
+    fn fields(&self) -> String {
+        [
+            ("name", self.name.is_some()),
+            ("description", self.description.is_some()),
+            ("meta", self.meta.is_some()),
+            ("enabled", self.enabled.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("rate_limit", self.rate_limit.is_some()),
+            ("credits", self.credits.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(field, _)| *field)
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
+/// What one use of a key spends: rate-limit requests and credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    pub requests: u32,
+    pub credits: i64,
+}
+
+impl Charge {
+    /// A request to this API with the key as its credential: rate-limited, spends no credits.
+    pub const API: Self = Self {
+        requests: 1,
+        credits: 0,
+    };
+    /// A request through the gateway: one request and one credit.
+    pub const GATEWAY: Self = Self {
+        requests: 1,
+        credits: 1,
+    };
+
+    /// A verify call spending `cost` credits (default 1). A cost of 0 checks without
+    /// spending anything, rate limit included.
+    pub fn verify(cost: Option<i64>) -> CoreResult<Self> {
+        let cost = cost.unwrap_or(1);
+        if !(0..=MAX_COST).contains(&cost) {
+            return Err(CoreError::field(
+                "cost",
+                format!("must be an integer from 0 to {MAX_COST}"),
+            ));
+        }
+        Ok(Self {
+            requests: u32::from(cost > 0),
+            credits: cost,
+        })
+    }
+}
+
+/// A key accepted as a credential.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedKey {
+    pub key: VerifiedKey,
+    /// Its rate limit after this request, when it has one.
+    pub rate_limit: Option<RateDecision>,
 }
 
 /// The outcome of a verification.
@@ -94,6 +275,21 @@ pub struct Verification {
     pub code: VerifyCode,
     /// The key, when one was found (whatever the code).
     pub key: Option<VerifiedKey>,
+    /// The key's rate limit after this check, when it has one and the check reached it.
+    pub rate_limit: Option<RateDecision>,
+    /// The key's credits left after this check, when it has credits and the check reached them.
+    pub credits: Option<i64>,
+}
+
+impl Verification {
+    fn of(code: VerifyCode, key: Option<VerifiedKey>) -> Self {
+        Self {
+            code,
+            key,
+            rate_limit: None,
+            credits: None,
+        }
+    }
 }
 
 pub struct KeyService {
@@ -102,7 +298,13 @@ pub struct KeyService {
     settings: KeySettings,
     cache: Arc<KeyCache>,
     last_used: Mutex<LastUsed>,
+    limiter: Arc<dyn KeyRateLimiter>,
+    /// Called when a spend leaves a key under 10 % of its credits (`credits.low`).
+    credits_low: Mutex<Option<CreditsLowHook>>,
 }
+
+/// What [`KeyService`] calls when a key's credits run low: its owner, its id, what is left.
+pub type CreditsLowHook = Arc<dyn Fn(&Owner, &KeyId, i64) + Send + Sync>;
 
 /// Debounces `last_used_at`: verification only notes a use here; [`KeyService::flush_last_used`]
 /// writes the notes in one batch.
@@ -123,6 +325,26 @@ impl KeyService {
             settings,
             cache,
             last_used: Mutex::new(LastUsed::default()),
+            limiter: Arc::new(MemoryRateLimiter::default()),
+            credits_low: Mutex::new(None),
+        }
+    }
+
+    /// Counts rate limits with `limiter` instead of this instance's memory.
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn KeyRateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The rate limiter, for the once-a-second pruning.
+    pub fn rate_limiter(&self) -> &Arc<dyn KeyRateLimiter> {
+        &self.limiter
+    }
+
+    /// Calls `hook` whenever a spend crosses under 10 % of a key's credits.
+    pub fn on_credits_low(&self, hook: CreditsLowHook) {
+        if let Ok(mut slot) = self.credits_low.lock() {
+            *slot = Some(hook);
         }
     }
 
@@ -141,6 +363,11 @@ impl KeyService {
 
     pub fn status(&self, key: &ApiKeyRecord) -> KeyStatus {
         status_at(key, self.clock.now())
+    }
+
+    /// A key's credits as a client sees them now (a due refill shown done).
+    pub fn credits(&self, key: &ApiKeyRecord) -> Option<CreditsSpec> {
+        key.credits.map(|credits| credits.spec_at(self.clock.now()))
     }
 
     /// Builds a new key for `owner` (not yet stored). `creator` is the calling key's scopes,
@@ -174,6 +401,13 @@ impl KeyService {
             created_at: now,
             expires_at: input.expires_in_days.map(|days| now.plus_days(days.days())),
             expires_in_days: input.expires_in_days.map(ExpiresInDays::days),
+            enabled: true,
+            rate_limit: input.rate_limit,
+            credits: input
+                .credits
+                .map(|spec| Credits::parse(spec, now))
+                .transpose()
+                .map_err(|message| CoreError::field("credits", message))?,
         };
         Ok((key, secret))
     }
@@ -261,6 +495,8 @@ impl KeyService {
         if status_at(&old, now) != KeyStatus::Active {
             return Err(CoreError::field("id", "only an active key can be rotated"));
         }
+        // The new key starts enabled only if the old one was.
+        let enabled = old.enabled;
         let input = NewKeyInput {
             name: old.name.clone(),
             description: old.description.clone(),
@@ -269,8 +505,11 @@ impl KeyService {
                 .and_then(|d| ExpiresInDays::parse(d).ok()),
             scopes: Some(old.scopes.clone()),
             meta: old.meta.clone(),
+            rate_limit: old.rate_limit,
+            credits: old.credits.map(|credits| credits.spec_at(now)),
         };
-        let (new, secret) = self.prepare(owner.clone(), None, input)?;
+        let (mut new, secret) = self.prepare(owner.clone(), None, input)?;
+        new.enabled = enabled;
         let record = record_of(&new);
         let old_expires_at = (grace_period_seconds > 0).then(|| {
             let end = now.plus_seconds(grace_period_seconds);
@@ -301,12 +540,10 @@ impl KeyService {
 
     /// The verification hot path: a format check with no I/O, then the cache, else one indexed
     /// read. It never writes: a use is only noted in memory for [`Self::flush_last_used`].
+    /// Policies are not applied: see [`Self::check`].
     #[tracing::instrument(skip_all)]
     pub async fn verify(&self, presented: &str, required: &Scopes) -> CoreResult<Verification> {
-        let not_found = Verification {
-            code: VerifyCode::NotFound,
-            key: None,
-        };
+        let not_found = Verification::of(VerifyCode::NotFound, None);
         if !self.settings.format.matches(presented) {
             return Ok(not_found);
         }
@@ -331,16 +568,99 @@ impl KeyService {
         Ok(self.conclude(key, entry, last_used_at, required, now))
     }
 
-    /// [`Self::verify`] from this instance's memory only: `None` when the key is not cached
-    /// (or is not even of the key format), so answering costs no database read. For callers
-    /// that must not reach the database, such as an address throttled for failed checks.
-    pub fn verify_cached(&self, presented: &str, required: &Scopes) -> Option<Verification> {
+    /// [`Self::verify`], then the key's policies: its rate limit counts `charge.requests` and
+    /// its credits spend `charge.credits`. A key with no policy costs nothing more.
+    pub async fn check(
+        &self,
+        presented: &str,
+        required: &Scopes,
+        charge: Charge,
+    ) -> CoreResult<Verification> {
+        let verification = self.verify(presented, required).await?;
+        self.enforce(verification, charge).await
+    }
+
+    /// Applies the key's rate limit, then its credits, to a valid verification.
+    async fn enforce(
+        &self,
+        mut verification: Verification,
+        charge: Charge,
+    ) -> CoreResult<Verification> {
+        let Some(key) = verification.key.as_ref() else {
+            return Ok(verification);
+        };
+        if verification.code != VerifyCode::Valid {
+            return Ok(verification);
+        }
+        if let (Some(limit), true) = (key.rate_limit, charge.requests > 0) {
+            let decision = self.limiter.check(&key.id, limit, charge.requests).await?;
+            verification.rate_limit = Some(decision);
+            if !decision.allowed {
+                verification.code = VerifyCode::RateLimited;
+                return Ok(verification);
+            }
+        }
+        if key.metered && charge.credits > 0 {
+            let now = self.clock.now();
+            match self
+                .store
+                .spend_credits(&key.id, charge.credits, now)
+                .await?
+            {
+                CreditSpend::Spent {
+                    remaining,
+                    reference,
+                } => {
+                    verification.credits = Some(remaining);
+                    if crossed_low(remaining + charge.credits, remaining, reference) {
+                        let hook = self.credits_low.lock().ok().and_then(|hook| hook.clone());
+                        if let Some(hook) = hook {
+                            hook(&key.owner, &key.id, remaining);
+                        }
+                    }
+                }
+                CreditSpend::Exhausted { remaining } => {
+                    verification.credits = Some(remaining);
+                    verification.code = VerifyCode::UsageExceeded;
+                }
+                // The credits were removed since the cache read the key.
+                CreditSpend::Unlimited => {}
+            }
+        }
+        Ok(verification)
+    }
+
+    /// [`Self::check`] from this instance's memory only: `None` when answering would need
+    /// I/O (the key is not cached, or has credits, or a rate limit counted elsewhere), or the
+    /// presented string is not even of the key format. For callers that must not reach the
+    /// database, such as an address throttled for failed checks.
+    pub fn check_cached(
+        &self,
+        presented: &str,
+        required: &Scopes,
+        charge: Charge,
+    ) -> Option<Verification> {
         if !self.settings.format.matches(presented) {
             return None;
         }
         let entry = self.cache.get(&sha256(presented))?;
         let key = entry.verified();
-        Some(self.conclude(key, Some(entry), None, required, self.clock.now()))
+        let spends = key.metered && charge.credits > 0;
+        let limited = key.rate_limit.is_some() && charge.requests > 0;
+        if spends {
+            return None;
+        }
+        let mut verification = self.conclude(key, Some(entry), None, required, self.clock.now());
+        if let (VerifyCode::Valid, Some(key)) = (verification.code, verification.key.as_ref()) {
+            if let (Some(limit), true) = (key.rate_limit, limited) {
+                let decision = self.limiter.check_now(&key.id, limit, charge.requests)?;
+                verification.rate_limit = Some(decision);
+                if !decision.allowed {
+                    verification.code = VerifyCode::RateLimited;
+                }
+            }
+        }
+        Some(verification)
     }
 
     /// The verdict on a found key, and its use noted when valid.
@@ -355,6 +675,7 @@ impl KeyService {
         let code = match status(key.revoked_at, key.expires_at, now) {
             KeyStatus::Revoked => VerifyCode::Revoked,
             KeyStatus::Expired => VerifyCode::Expired,
+            KeyStatus::Active if !key.enabled => VerifyCode::Disabled,
             KeyStatus::Active if !key.scopes.grants_all(required) => VerifyCode::InsufficientScope,
             KeyStatus::Active => VerifyCode::Valid,
         };
@@ -369,23 +690,94 @@ impl KeyService {
                 None => self.note_use(&key.id, last_used_at, now),
             }
         }
-        Verification {
-            code,
-            key: Some(key),
-        }
+        Verification::of(code, Some(key))
     }
 
-    /// A key presented as a credential to this API: valid, or `invalid_api_key`.
-    pub async fn authenticate(&self, presented: &str) -> CoreResult<VerifiedKey> {
-        Self::accepted(self.verify(presented, &Scopes::default()).await?)
+    /// A key presented as a credential to this API: valid (its rate limit counted), else the
+    /// refusal.
+    pub async fn authenticate(&self, presented: &str) -> CoreResult<AuthenticatedKey> {
+        Self::accepted(
+            self.check(presented, &Scopes::default(), Charge::API)
+                .await?,
+        )
     }
 
-    /// The key of a valid verification, else `invalid_api_key`.
-    pub fn accepted(verification: Verification) -> CoreResult<VerifiedKey> {
+    /// The key of a valid verification (with its rate limit, if any), else `invalid_api_key`,
+    /// or the rate limit or credits it ran out of.
+    pub fn accepted(verification: Verification) -> CoreResult<AuthenticatedKey> {
         match (verification.code, verification.key) {
-            (VerifyCode::Valid, Some(key)) => Ok(key),
+            (VerifyCode::Valid, Some(key)) => Ok(AuthenticatedKey {
+                key,
+                rate_limit: verification.rate_limit,
+            }),
+            (VerifyCode::RateLimited, Some(_)) => match verification.rate_limit {
+                Some(decision) => Err(CoreError::KeyRateLimited(decision)),
+                None => Err(CoreError::Unauthenticated(AuthFailure::InvalidApiKey)),
+            },
+            (VerifyCode::UsageExceeded, Some(_)) => Err(CoreError::UsageExceeded),
             _ => Err(CoreError::Unauthenticated(AuthFailure::InvalidApiKey)),
         }
+    }
+
+    /// Changes a key of `owner`. `creator` is the calling key's scopes (`None` for a session):
+    /// a key may only change keys whose scopes it holds. Scopes may only narrow.
+    #[tracing::instrument(skip_all, fields(key_id = %id))]
+    pub async fn update(
+        &self,
+        owner: &Owner,
+        creator: Option<&Scopes>,
+        id: &KeyId,
+        input: KeyUpdateInput,
+    ) -> CoreResult<ApiKeyRecord> {
+        let old = self.get(owner, id).await?;
+        if creator.is_some_and(|creator| !creator.grants_all(&old.scopes)) {
+            return Err(CoreError::InsufficientScope);
+        }
+        if old.revoked_at.is_some() {
+            return Err(CoreError::field("id", "a revoked key cannot be changed"));
+        }
+        if let Some(scopes) = &input.scopes {
+            if !old.scopes.grants_all(scopes) {
+                return Err(CoreError::field(
+                    "scopes",
+                    "scopes can only be narrowed: every scope must already be granted by the key's own",
+                ));
+            }
+        }
+        if input.is_empty() {
+            return Ok(old);
+        }
+        let now = self.clock.now();
+        let credits = input
+            .credits
+            .map(|credits| credits.map(|spec| Credits::parse(spec, now)).transpose())
+            .transpose()
+            .map_err(|message| CoreError::field("credits", message))?;
+        let update = KeyUpdate {
+            name: input.name.clone(),
+            description: input.description.clone(),
+            meta: input.meta.clone(),
+            enabled: input.enabled,
+            scopes: input.scopes.clone(),
+            rate_limit: input.rate_limit,
+            credits,
+        };
+        let Some(record) = self.store.update_key(owner, id, &update, now).await? else {
+            // Revoked by a concurrent request between our read and the update.
+            return Err(CoreError::field("id", "a revoked key cannot be changed"));
+        };
+        self.cache.invalidate(&record.key_hash);
+        if input.rate_limit.is_some() {
+            self.limiter.forget(id).await;
+        }
+        audit::record(
+            &*self.store,
+            AuditEvent::new(AuditKind::KeyUpdated, &owner.tenant_id, &owner.user_id, now)
+                .key(id)
+                .detail(&format!("changed {}", input.fields())),
+        )
+        .await;
+        Ok(record)
     }
 
     /// Notes a use of a key that is not cached: `written` keeps the once-a-minute promise.
@@ -466,5 +858,8 @@ pub(crate) fn record_of(key: &NewApiKey) -> ApiKeyRecord {
         expires_in_days: key.expires_in_days,
         last_used_at: None,
         revoked_at: None,
+        enabled: key.enabled,
+        rate_limit: key.rate_limit,
+        credits: key.credits,
     }
 }

@@ -24,6 +24,7 @@ mod jwt;
 mod keycache;
 mod keyformat;
 mod keys;
+pub mod policy;
 mod secret;
 pub mod store;
 mod usage;
@@ -44,7 +45,10 @@ pub use ids::{AuditEventId, KeyId, SessionId, TenantId, UserId};
 pub use jwt::{rotate_signing_key, AccessClaims, TokenSigner, RETIRED_KEY_GRACE_SECONDS};
 pub use keycache::{KeyCache, KeyCacheStats, Preload, VerifiedKey};
 pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
-pub use keys::{KeyService, KeySettings, NewKeyInput, Verification, LAST_USED_RESOLUTION_SECONDS};
+pub use keys::{
+    AuthenticatedKey, Charge, CreditsLowHook, KeyService, KeySettings, KeyUpdateInput, NewKeyInput,
+    Verification, LAST_USED_RESOLUTION_SECONDS,
+};
 pub use secret::{AccessToken, ApiKeySecret, DeviceCode, Password, RefreshToken};
 pub use usage::{
     date_of_day, InFlight, UsageDropped, UsageEvent, UsageOutcome, UsageService, UsageSettings,

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::hashing::TokenHash;
 use crate::ids::{KeyId, SessionId, TenantId, UserId};
+use crate::policy::{CreditSpend, Credits, RateDecision, RateLimit};
 use crate::validate::{Description, Email, KeyMeta, KeyName, Scopes};
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +136,9 @@ pub struct NewApiKey {
     pub expires_at: Option<Timestamp>,
     /// Kept so that rotation can give the new key the same lifetime.
     pub expires_in_days: Option<i64>,
+    pub enabled: bool,
+    pub rate_limit: Option<RateLimit>,
+    pub credits: Option<Credits>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +157,22 @@ pub struct ApiKeyRecord {
     pub expires_in_days: Option<i64>,
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// `false` once its owner disabled it (`PATCH`); revocation is another matter.
+    pub enabled: bool,
+    pub rate_limit: Option<RateLimit>,
+    pub credits: Option<Credits>,
+}
+
+/// A `PATCH` of a key: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpdate {
+    pub name: Option<KeyName>,
+    pub description: Option<Option<Description>>,
+    pub meta: Option<Option<KeyMeta>>,
+    pub enabled: Option<bool>,
+    pub scopes: Option<Scopes>,
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub credits: Option<Option<Credits>>,
 }
 
 /// What a new account is made of, written in one transaction.
@@ -292,6 +312,34 @@ pub trait KeyStore: Send + Sync {
     ) -> StoreResult<Option<TokenHash>>;
     /// Records uses, batched: each `(key, when)` sets `last_used_at`.
     async fn touch_keys(&self, uses: &[(KeyId, Timestamp)]) -> StoreResult<()>;
+    /// Applies `update` to a key of this owner that is not revoked, atomically, and tells
+    /// every instance (like a revocation). `None` when there is no such key.
+    async fn update_key(
+        &self,
+        owner: &Owner,
+        id: &KeyId,
+        update: &KeyUpdate,
+        now: Timestamp,
+    ) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Spends `cost` credits of a key in one conditional statement, first refilling them when
+    /// the period holding `now` has not been refilled yet. Exact across instances.
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: i64,
+        now: Timestamp,
+    ) -> StoreResult<CreditSpend>;
+    /// The GCRA step of the database rate limiter: stores the key's new theoretical arrival
+    /// time when `cost` requests pass at `now_micros`, in one statement; answers the decision.
+    async fn take_rate_limit(
+        &self,
+        id: &KeyId,
+        limit: RateLimit,
+        cost: u32,
+        now_micros: i64,
+    ) -> StoreResult<RateDecision>;
+    /// Forgets a key's rate-limit state (its limit changed).
+    async fn forget_rate_limit(&self, id: &KeyId) -> StoreResult<()>;
 }
 
 /// A device authorization (RFC 8628) as first stored.

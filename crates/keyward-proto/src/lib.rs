@@ -190,6 +190,93 @@ pub struct CreateKeyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
+    /// At most `requests` per `per_seconds`, on every instance together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// A budget of uses spent by verify and the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsSpec>,
+}
+
+/// A key's rate limit: at most `requests` per `per_seconds` (GCRA: the budget refills
+/// steadily, and a full budget may be spent at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// 1–1 000 000.
+    pub requests: i64,
+    /// 1–86 400.
+    pub per_seconds: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefillInterval {
+    /// At 00:00 UTC every day.
+    Daily,
+    /// At 00:00 UTC on the 1st of every month.
+    Monthly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefillSpec {
+    /// What `remaining` is set to at each refill: 1–1 000 000 000 000.
+    pub amount: i64,
+    pub interval: RefillInterval,
+}
+
+/// A key's credits: what is left, and how it refills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsSpec {
+    /// 0–1 000 000 000 000.
+    pub remaining: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<RefillSpec>,
+}
+
+/// `PATCH /v1/keys/{id}`: every field is optional; `null` clears `description`, `meta`,
+/// `rate_limit` and `credits`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Nullable<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Nullable<serde_json::Value>,
+    /// `false` disables the key (verify answers `DISABLED`) until set back to `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Only a subset of the key's current scopes: scopes can be narrowed, never widened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[schema(value_type = Option<RateLimitSpec>)]
+    pub rate_limit: Nullable<RateLimitSpec>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[schema(value_type = Option<CreditsSpec>)]
+    pub credits: Nullable<CreditsSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -217,6 +304,11 @@ pub struct KeyView {
     pub status: KeyStatus,
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
+    /// `false`: disabled by its owner (verify answers `DISABLED`); `status` is unaffected.
+    pub enabled: bool,
+    pub rate_limit: Option<RateLimitSpec>,
+    /// `remaining` as of this answer (a refill that is due is shown done).
+    pub credits: Option<CreditsSpec>,
 }
 
 /// A key as created or rotated: the only time the full key is shown. On the wire it is one
@@ -255,6 +347,9 @@ pub struct VerifyRequest {
     /// Scopes the key must hold (the `read` ⊂ `write` ⊂ `admin` hierarchy applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// Credits this check spends (default 1; 0 checks without spending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -265,6 +360,9 @@ pub enum VerifyCode {
     Expired,
     Revoked,
     InsufficientScope,
+    Disabled,
+    RateLimited,
+    UsageExceeded,
 }
 
 impl VerifyCode {
@@ -275,6 +373,9 @@ impl VerifyCode {
             Self::Expired => "EXPIRED",
             Self::Revoked => "REVOKED",
             Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Self::Disabled => "DISABLED",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::UsageExceeded => "USAGE_EXCEEDED",
         }
     }
 }
@@ -301,6 +402,29 @@ pub struct VerifyResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
+    /// When the key has a rate limit and the check reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitState>,
+    /// When the key has credits and the check reached them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsState>,
+}
+
+/// A rate limit as a check left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RateLimitState {
+    /// `requests` of the key's rate limit.
+    pub limit: i64,
+    /// Requests that could be made at once now.
+    pub remaining: i64,
+    /// Seconds until the whole budget is back (as the `RateLimit-Reset` header).
+    pub reset: i64,
+}
+
+/// Credits as a check left them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreditsState {
+    pub remaining: i64,
 }
 
 // ---------------------------------------------------------------- usage
@@ -438,6 +562,24 @@ mod tests {
     }
 
     #[test]
+    fn a_patch_tells_null_from_absent() {
+        let patch: UpdateKeyRequest =
+            serde_json::from_value(serde_json::json!({"rate_limit": null, "enabled": false}))
+                .unwrap();
+        assert_eq!(patch.rate_limit, Some(None));
+        assert_eq!(patch.credits, None);
+        assert_eq!(patch.enabled, Some(false));
+        let json = serde_json::to_value(&patch).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"rate_limit": null, "enabled": false})
+        );
+        assert!(
+            serde_json::from_value::<UpdateKeyRequest>(serde_json::json!({"id": "x"})).is_err()
+        );
+    }
+
+    #[test]
     fn created_key_flattens_to_one_object() {
         let view = KeyView {
             id: "key_1".into(),
@@ -452,9 +594,12 @@ mod tests {
             last_used_at: None,
             status: KeyStatus::Active,
             meta: None,
+            enabled: true,
+            rate_limit: None,
+            credits: None,
         };
         let json = serde_json::to_value(CreatedKey::new(Secret::new("kw_x"), view)).unwrap();
-        assert_eq!(json.as_object().unwrap().len(), 13);
+        assert_eq!(json.as_object().unwrap().len(), 16);
         assert_eq!(json["id"], "key_1");
         assert_eq!(json["key"], "kw_x");
         assert_eq!(json["status"], "active");

@@ -31,6 +31,8 @@ pub struct Settings {
     #[serde(deserialize_with = "list_or_commas")]
     pub trusted_proxies: Vec<String>,
     pub rate_limits: RateLimitSettings,
+    /// `redis://…`: where instances share the rate limits of keys (`keys.rate_limit_store`).
+    pub redis_url: Option<String>,
     pub database: DatabaseSettings,
     pub keys: KeySettings,
     pub sessions: SessionSettings,
@@ -233,6 +235,9 @@ pub struct KeySettings {
     pub create_on_register: bool,
     /// Keys the verification cache holds at most (about 200 bytes each); 0 turns it off.
     pub cache_capacity: u32,
+    /// Where the rate limits of keys are counted: `auto` (Redis with `redis_url`, else the
+    /// database on PostgreSQL, else memory), `memory`, `redis` or `database`.
+    pub rate_limit_store: crate::keylimits::RateLimitStore,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -283,6 +288,7 @@ impl Default for Settings {
             listen: "127.0.0.1:7777".into(),
             database_url: "sqlite://keyward.db".into(),
             public_url: None,
+            redis_url: None,
             log_format: "text".into(),
             trusted_proxies: Vec::new(),
             rate_limits: RateLimitSettings::default(),
@@ -307,6 +313,7 @@ impl Default for KeySettings {
             max_per_user: 10,
             create_on_register: false,
             cache_capacity: 1_000_000,
+            rate_limit_store: crate::keylimits::RateLimitStore::Auto,
         }
     }
 }
@@ -477,6 +484,21 @@ impl Config {
                 "database_url",
                 "must start with sqlite:// or postgres://".into(),
             );
+        }
+        match &settings.redis_url {
+            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                return bad(
+                    "redis_url",
+                    "must start with redis:// or rediss:// (e.g. redis://127.0.0.1:6379)".into(),
+                )
+            }
+            None if settings.keys.rate_limit_store == crate::keylimits::RateLimitStore::Redis => {
+                return bad(
+                    "keys.rate_limit_store",
+                    "\"redis\" needs redis_url to be set".into(),
+                )
+            }
+            _ => {}
         }
         let public_url = match &settings.public_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {

@@ -4,6 +4,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keyward_core::policy::RateDecision;
 use keyward_core::{AuthFailure, CoreError};
 use keyward_proto::{ErrorCode, FieldError};
 
@@ -18,6 +19,8 @@ pub struct ApiError {
     pub credential_presented: bool,
     /// For 429: the `Retry-After` header, in seconds.
     pub retry_after_seconds: Option<u64>,
+    /// For a key with a rate limit: the `RateLimit-*` headers.
+    pub rate_limit: Option<Box<RateDecision>>,
 }
 
 /// What the middleware needs to write the body: carried as a response extension.
@@ -37,6 +40,7 @@ impl ApiError {
             cause: None,
             credential_presented: false,
             retry_after_seconds: None,
+            rate_limit: None,
         }
     }
 
@@ -141,6 +145,18 @@ impl From<CoreError> for ApiError {
                     "Too many attempts; try again after the Retry-After delay.",
                 )
             },
+            CoreError::KeyRateLimited(decision) => Self {
+                retry_after_seconds: Some(decision.retry_after_seconds),
+                rate_limit: Some(Box::new(decision)),
+                ..Self::new(
+                    ErrorCode::RateLimited,
+                    "This API key is over its rate limit; try again after the Retry-After delay.",
+                )
+            },
+            CoreError::UsageExceeded => Self::new(
+                ErrorCode::UsageExceeded,
+                "This API key has no credits left; its owner can add credits or wait for the next refill.",
+            ),
             CoreError::Overloaded {
                 retry_after_seconds,
             } => Self {
@@ -190,6 +206,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(decision) = &self.rate_limit {
+            crate::keylimits::set_headers(response.headers_mut(), decision);
         }
         response.extensions_mut().insert(ProblemParts {
             code: self.code,

@@ -262,7 +262,7 @@ impl FromRequestParts<AppState> for Caller {
                     Err(limited) => keyward_core::KeyService::accepted(
                         state
                             .keys
-                            .verify_cached(key, &Scopes::default())
+                            .check_cached(key, &Scopes::default(), keyward_core::Charge::API)
                             .ok_or(limited)?,
                     ),
                 };
@@ -274,7 +274,14 @@ impl FromRequestParts<AppState> for Caller {
                         return Err(crate::throttle::limited(seconds).into());
                     }
                 }
-                Caller::Key(Box::new(record?))
+                let accepted = record?;
+                if let (Some(decision), Some(slot)) = (
+                    accepted.rate_limit,
+                    parts.extensions.get::<crate::keylimits::Slot>(),
+                ) {
+                    slot.set(decision);
+                }
+                Caller::Key(Box::new(accepted.key))
             }
         };
         parts.extensions.insert(caller.clone());

@@ -25,8 +25,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use keyward_core::policy::RateDecision;
 use keyward_core::VerifiedKey;
-use keyward_core::{AuthFailure, Authenticated, CoreError, InFlight, Scopes, UsageOutcome};
+use keyward_core::{AuthFailure, Authenticated, Charge, CoreError, InFlight, Scopes, UsageOutcome};
 use keyward_proto::{ErrorCode, VerifyCode};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -264,7 +265,8 @@ pub fn router(app: AppState, config: GatewayConfig) -> anyhow::Result<Router> {
 
 /// Who a forwarded request comes from.
 enum Identity {
-    Key(Box<VerifiedKey>),
+    /// A key, and its rate limit after this request when it has one.
+    Key(Box<VerifiedKey>, Option<RateDecision>),
     Session(Authenticated),
 }
 
@@ -282,7 +284,7 @@ async fn proxy(
         Err(_) => return middleware::silent_database(deadline).into_response(),
     };
     let in_flight = match &identity {
-        Identity::Key(key) => match gateway.app.usage.start(&key.owner.tenant_id, &key.id) {
+        Identity::Key(key, _) => match gateway.app.usage.start(&key.owner.tenant_id, &key.id) {
             Ok(in_flight) => Some(in_flight),
             Err(_) => {
                 gateway.app.metrics.usage_event_dropped();
@@ -326,7 +328,13 @@ async fn proxy(
         }
     };
     let failure = match answer {
-        Ok(Ok(answer)) => return forward_answer(answer, in_flight),
+        Ok(Ok(answer)) => {
+            let mut response = forward_answer(answer, in_flight);
+            if let Identity::Key(_, Some(decision)) = &identity {
+                crate::keylimits::set_headers(response.headers_mut(), decision);
+            }
+            return response;
+        }
         Ok(Err(error)) => ApiError {
             // hyper's errors name no URL: its query string may hold what a client should not
             // have put there, and the logs keep paths only.
@@ -379,18 +387,30 @@ async fn authenticate(
             let ip = crate::throttle::client_ip_of(parts, &app.config.trusted_proxies);
             let started = Instant::now();
             let verification = match app.throttles.check_verify(ip) {
-                Ok(()) => app.keys.verify(presented, &needed).await?,
+                Ok(()) => app.keys.check(presented, &needed, Charge::GATEWAY).await?,
                 // Blocked: only keys held in memory are still checked (see the API's verify).
-                Err(limited) => app.keys.verify_cached(presented, &needed).ok_or(limited)?,
+                Err(limited) => app
+                    .keys
+                    .check_cached(presented, &needed, Charge::GATEWAY)
+                    .ok_or(limited)?,
             };
             let valid = verification.code == VerifyCode::Valid;
             app.metrics
                 .verification(if valid { "valid" } else { "invalid" });
+            let decision = verification.rate_limit;
             match (verification.code, verification.key) {
-                (VerifyCode::Valid, Some(key)) => Ok(Identity::Key(Box::new(key))),
+                (VerifyCode::Valid, Some(key)) => Ok(Identity::Key(Box::new(key), decision)),
                 (code, key) => {
-                    let error: ApiError = match code {
-                        VerifyCode::InsufficientScope => CoreError::InsufficientScope.into(),
+                    let error: ApiError = match (code, decision) {
+                        (VerifyCode::InsufficientScope, _) => CoreError::InsufficientScope.into(),
+                        (VerifyCode::RateLimited, Some(decision)) => {
+                            CoreError::KeyRateLimited(decision).into()
+                        }
+                        (VerifyCode::UsageExceeded, _) => CoreError::UsageExceeded.into(),
+                        // Its owner's choice, not a guess: not counted against the address.
+                        (VerifyCode::Disabled, _) => {
+                            CoreError::Unauthenticated(AuthFailure::InvalidApiKey).into()
+                        }
                         _ => match app.throttles.verify_failed(ip) {
                             Some(seconds) => crate::throttle::limited(seconds).into(),
                             None => CoreError::Unauthenticated(AuthFailure::InvalidApiKey).into(),
@@ -508,7 +528,7 @@ fn upstream_headers(
         }
     };
     match identity {
-        Identity::Key(key) => {
+        Identity::Key(key, _) => {
             set("x-keyward-tenant-id", key.owner.tenant_id.as_str());
             set("x-keyward-user-id", key.owner.user_id.as_str());
             set("x-keyward-key-id", key.id.as_str());

@@ -14,6 +14,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod keylimits;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -52,6 +53,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::service::router())
         .merge(routes::usage::router())
         .merge(routes::audit::router())
+        // The `RateLimit-*` headers of answers to keys with a rate limit.
+        .layer(axum::middleware::from_fn(keylimits::headers))
         .nest("/console", console::router())
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
@@ -94,15 +97,25 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
     )
     .await
     .context("loading the token signing keys")?;
-    let keys = Arc::new(KeyService::new(
+    let limiter = keylimits::limiter(
+        settings.keys.rate_limit_store,
+        settings.redis_url.as_deref(),
+        &config.database_url,
         store.clone(),
-        clock.clone(),
-        KeySettings {
-            format: config.key_format.clone(),
-            max_per_user: settings.keys.max_per_user,
-            cache_capacity: settings.keys.cache_capacity as usize,
-        },
-    ));
+    )
+    .await?;
+    let keys = Arc::new(
+        KeyService::new(
+            store.clone(),
+            clock.clone(),
+            KeySettings {
+                format: config.key_format.clone(),
+                max_per_user: settings.keys.max_per_user,
+                cache_capacity: settings.keys.cache_capacity as usize,
+            },
+        )
+        .with_rate_limiter(limiter),
+    );
     let device = Arc::new(DeviceService::new(
         store.clone(),
         clock.clone(),
@@ -249,6 +262,7 @@ async fn serve(
             seconds += 1;
             if seconds % throttle::PRUNE_INTERVAL.as_secs() == 0 {
                 throttles.prune();
+                keys.rate_limiter().prune();
             }
             if seconds % signing_key_reload_seconds == 0 {
                 if let Err(error) = accounts.signer().reload().await {

@@ -5,6 +5,10 @@
 // each backend runs natively (no `Any` driver on the verification path).
 
 use async_trait::async_trait;
+use keyward_core::policy::{
+    period_start, CreditSpend, Credits, RateDecision, RateLimit, Refill, RefillInterval,
+};
+use keyward_core::store::KeyUpdate;
 use keyward_core::store::{
     AccountStore, ApiKeyRecord, AuditStore, DeviceCodeRecord, DeviceStore, KeyStore, NewAccount,
     NewApiKey, NewDeviceCode, NewSession, Owner, Redemption, RefreshTokenRecord, SessionRecord,
@@ -25,7 +29,9 @@ use crate::map_error;
 macro_rules! key_columns {
     () => {
         "id, tenant_id, user_id, key_hash, key_start, key_end, name, description, scopes, meta, \
-         created_at, expires_at, expires_in_days, last_used_at, revoked_at"
+         created_at, expires_at, expires_in_days, last_used_at, revoked_at, disabled_at, \
+         rate_limit_requests, rate_limit_per_seconds, credits_remaining, credits_refill_amount, \
+         credits_refill_interval, credits_refilled_at, credits_reference"
     };
 }
 
@@ -471,7 +477,81 @@ fn key_from_row(row: &DbRow) -> StoreResult<ApiKeyRecord> {
         expires_in_days: get(row, "expires_in_days")?,
         last_used_at: ts(get(row, "last_used_at")?),
         revoked_at: ts(get(row, "revoked_at")?),
+        enabled: get::<Option<i64>>(row, "disabled_at")?.is_none(),
+        rate_limit: RateLimit::from_stored(
+            get(row, "rate_limit_requests")?,
+            get(row, "rate_limit_per_seconds")?,
+        ),
+        credits: credits_from_row(row)?,
     })
+}
+
+fn credits_from_row(row: &DbRow) -> StoreResult<Option<Credits>> {
+    let Some(remaining) = get::<Option<i64>>(row, "credits_remaining")? else {
+        return Ok(None);
+    };
+    let amount: Option<i64> = get(row, "credits_refill_amount")?;
+    let interval: Option<String> = get(row, "credits_refill_interval")?;
+    let refill = match (amount, interval.as_deref()) {
+        (Some(amount), Some("daily")) => Some(Refill {
+            amount,
+            interval: RefillInterval::Daily,
+        }),
+        (Some(amount), Some("monthly")) => Some(Refill {
+            amount,
+            interval: RefillInterval::Monthly,
+        }),
+        _ => None,
+    };
+    Ok(Some(Credits {
+        remaining,
+        refill,
+        refilled_at: Timestamp(get::<Option<i64>>(row, "credits_refilled_at")?.unwrap_or(0)),
+        reference: get::<Option<i64>>(row, "credits_reference")?.unwrap_or(remaining),
+    }))
+}
+
+fn interval_name(interval: RefillInterval) -> &'static str {
+    match interval {
+        RefillInterval::Daily => "daily",
+        RefillInterval::Monthly => "monthly",
+    }
+}
+
+/// The start of the refill period holding now of a key's credits, given the parameters that
+/// hold the day's start and the month's.
+macro_rules! refill_period {
+    ($day:literal, $month:literal) => {
+        concat!(
+            "CASE credits_refill_interval WHEN 'daily' THEN ",
+            $day,
+            " ELSE ",
+            $month,
+            " END"
+        )
+    };
+}
+
+/// Whether a key's credits are due a refill: the period holding now was not refilled yet.
+macro_rules! refill_due {
+    ($day:literal, $month:literal) => {
+        concat!(
+            "(credits_refill_interval IS NOT NULL AND credits_refilled_at < ",
+            refill_period!($day, $month),
+            ")"
+        )
+    };
+}
+
+/// What a key's credits amount to now, a due refill applied.
+macro_rules! credits_now {
+    ($day:literal, $month:literal) => {
+        concat!(
+            "(CASE WHEN ",
+            refill_due!($day, $month),
+            " THEN credits_refill_amount ELSE credits_remaining END)"
+        )
+    };
 }
 
 async fn insert_session(
@@ -511,7 +591,8 @@ async fn insert_key_row(
     let sql = concat!(
         "INSERT INTO api_keys (",
         key_columns!(),
-        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL \
+        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, NULL, $16, \
+                  $17, $18, $19, $20, $21, $22, $23 \
          WHERE $14 IS NULL OR (SELECT COUNT(*) FROM api_keys WHERE user_id = $3 AND tenant_id = $2 \
                AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $15)) < $14"
     );
@@ -531,6 +612,22 @@ async fn insert_key_row(
         .bind(key.expires_in_days)
         .bind(max_active.map(i64::from))
         .bind(now.seconds())
+        .bind((!key.enabled).then_some(now.seconds()))
+        .bind(key.rate_limit.map(|limit| i64::from(limit.requests())))
+        .bind(key.rate_limit.map(|limit| i64::from(limit.per_seconds())))
+        .bind(key.credits.map(|credits| credits.remaining))
+        .bind(
+            key.credits
+                .and_then(|c| c.refill)
+                .map(|refill| refill.amount),
+        )
+        .bind(
+            key.credits
+                .and_then(|c| c.refill)
+                .map(|refill| interval_name(refill.interval)),
+        )
+        .bind(key.credits.map(|credits| credits.refilled_at.seconds()))
+        .bind(key.credits.map(|credits| credits.reference))
         .execute(&mut **tx)
         .await
         .map_err(map_error)?;
@@ -1068,6 +1165,194 @@ impl KeyStore for SqlStore {
             statement.execute(&mut *tx).await.map_err(map_error)?;
         }
         tx.commit().await.map_err(map_error)
+    }
+
+    async fn update_key(
+        &self,
+        owner: &Owner,
+        id: &KeyId,
+        update: &KeyUpdate,
+        now: Timestamp,
+    ) -> StoreResult<Option<ApiKeyRecord>> {
+        let sql = concat!(
+            "UPDATE api_keys SET \
+               name = COALESCE($4, name), \
+               description = CASE WHEN $5 THEN $6 ELSE description END, \
+               meta = CASE WHEN $7 THEN $8 ELSE meta END, \
+               disabled_at = CASE WHEN $9 IS NULL THEN disabled_at WHEN $9 THEN NULL \
+                                  ELSE COALESCE(disabled_at, $10) END, \
+               scopes = COALESCE($11, scopes), \
+               rate_limit_requests = CASE WHEN $12 THEN $13 ELSE rate_limit_requests END, \
+               rate_limit_per_seconds = CASE WHEN $12 THEN $14 ELSE rate_limit_per_seconds END, \
+               credits_remaining = CASE WHEN $15 THEN $16 ELSE credits_remaining END, \
+               credits_refill_amount = CASE WHEN $15 THEN $17 ELSE credits_refill_amount END, \
+               credits_refill_interval = CASE WHEN $15 THEN $18 ELSE credits_refill_interval END, \
+               credits_refilled_at = CASE WHEN $15 THEN $19 ELSE credits_refilled_at END, \
+               credits_reference = CASE WHEN $15 THEN $20 ELSE credits_reference END \
+             WHERE id = $1 AND user_id = $2 AND tenant_id = $3 AND revoked_at IS NULL \
+             RETURNING ",
+            key_columns!()
+        );
+        let rate_limit = update.rate_limit.flatten();
+        let credits = update.credits.flatten();
+        let refill = credits.and_then(|credits| credits.refill);
+        let mut tx = self.begin().await?;
+        let row = query(sql)
+            .bind(id.as_str())
+            .bind(owner.user_id.as_str())
+            .bind(owner.tenant_id.as_str())
+            .bind(update.name.as_ref().map(KeyName::as_str))
+            .bind(update.description.is_some())
+            .bind(
+                update
+                    .description
+                    .as_ref()
+                    .and_then(|d| d.as_ref().map(Description::as_str)),
+            )
+            .bind(update.meta.is_some())
+            .bind(
+                update
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.as_ref().map(KeyMeta::to_stored)),
+            )
+            .bind(update.enabled)
+            .bind(now.seconds())
+            .bind(update.scopes.as_ref().map(Scopes::to_stored))
+            .bind(update.rate_limit.is_some())
+            .bind(rate_limit.map(|limit| i64::from(limit.requests())))
+            .bind(rate_limit.map(|limit| i64::from(limit.per_seconds())))
+            .bind(update.credits.is_some())
+            .bind(credits.map(|credits| credits.remaining))
+            .bind(refill.map(|refill| refill.amount))
+            .bind(refill.map(|refill| interval_name(refill.interval)))
+            .bind(credits.map(|credits| credits.refilled_at.seconds()))
+            .bind(credits.map(|credits| credits.reference))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_error)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = key_from_row(&row)?;
+        if update.rate_limit.is_some() {
+            query("DELETE FROM key_rate_limits WHERE key_id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_error)?;
+        }
+        self.commit_key_change(tx, &record.key_hash).await?;
+        Ok(Some(record))
+    }
+
+    async fn spend_credits(
+        &self,
+        id: &KeyId,
+        cost: i64,
+        now: Timestamp,
+    ) -> StoreResult<CreditSpend> {
+        let sql = concat!(
+            "UPDATE api_keys SET credits_remaining = ",
+            credits_now!("$3", "$4"),
+            " - $2, credits_refilled_at = CASE WHEN ",
+            refill_due!("$3", "$4"),
+            " THEN ",
+            refill_period!("$3", "$4"),
+            " ELSE credits_refilled_at END \
+             WHERE id = $1 AND credits_remaining IS NOT NULL AND ",
+            credits_now!("$3", "$4"),
+            " >= $2 RETURNING credits_remaining, credits_reference"
+        );
+        let day = period_start(RefillInterval::Daily, now).seconds();
+        let month = period_start(RefillInterval::Monthly, now).seconds();
+        let spent = query(sql)
+            .bind(id.as_str())
+            .bind(cost)
+            .bind(day)
+            .bind(month)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        if let Some(row) = spent {
+            let remaining: i64 = get(&row, "credits_remaining")?;
+            let reference: Option<i64> = get(&row, "credits_reference")?;
+            return Ok(CreditSpend::Spent {
+                remaining,
+                reference: reference.unwrap_or(remaining + cost),
+            });
+        }
+        let sql = concat!(
+            "SELECT ",
+            credits_now!("$2", "$3"),
+            " AS credits FROM api_keys WHERE id = $1"
+        );
+        let left: Option<Option<i64>> = query_scalar(sql)
+            .bind(id.as_str())
+            .bind(day)
+            .bind(month)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(match left.flatten() {
+            Some(remaining) => CreditSpend::Exhausted { remaining },
+            None => CreditSpend::Unlimited,
+        })
+    }
+
+    async fn take_rate_limit(
+        &self,
+        id: &KeyId,
+        limit: RateLimit,
+        cost: u32,
+        now_micros: i64,
+    ) -> StoreResult<RateDecision> {
+        let step = limit.interval_micros() * i64::from(cost);
+        if step > limit.window_micros() {
+            // More than the whole budget at once can never pass.
+            return Ok(RateDecision::refused(limit, now_micros, now_micros, cost));
+        }
+        // The GCRA step in one statement: a new key starts at `now`, a known one at its
+        // theoretical arrival time or `now`, whichever is later; the requests pass when
+        // the new time is within one window of `now`.
+        let passed: Option<i64> = query_scalar(
+            "INSERT INTO key_rate_limits (key_id, tat) VALUES ($1, $2 + $3) \
+             ON CONFLICT (key_id) DO UPDATE SET tat = \
+               (CASE WHEN key_rate_limits.tat > $2 THEN key_rate_limits.tat ELSE $2 END) + $3 \
+             WHERE (CASE WHEN key_rate_limits.tat > $2 THEN key_rate_limits.tat ELSE $2 END) \
+                   + $3 - $2 <= $4 \
+             RETURNING tat",
+        )
+        .bind(id.as_str())
+        .bind(now_micros)
+        .bind(step)
+        .bind(limit.window_micros())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_error)?;
+        if let Some(tat) = passed {
+            return Ok(RateDecision::passed(limit, now_micros, tat));
+        }
+        let tat: Option<i64> = query_scalar("SELECT tat FROM key_rate_limits WHERE key_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(RateDecision::refused(
+            limit,
+            now_micros,
+            tat.unwrap_or(now_micros).max(now_micros),
+            cost,
+        ))
+    }
+
+    async fn forget_rate_limit(&self, id: &KeyId) -> StoreResult<()> {
+        query("DELETE FROM key_rate_limits WHERE key_id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 use keyward_core::store::{ApiKeyRecord, Owner};
-use keyward_core::{CoreError, KeyId, NewKeyInput};
+use keyward_core::{CoreError, KeyId, KeyUpdateInput, NewKeyInput};
 use keyward_proto::{CreateKeyRequest, FieldError, KeyStatus};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -23,6 +23,7 @@ use crate::state::AppState;
 
 pub const KEYS_PATH: &str = "/console/api-keys";
 pub const REVOKE_PATH: &str = "/console/api-keys/revoke";
+pub const ENABLED_PATH: &str = "/console/api-keys/enabled";
 
 /// The expiry choices of the Create dialog, in days; `None` is "No expiry".
 const EXPIRY_CHOICES: [(Option<i64>, &str); 6] = [
@@ -71,6 +72,22 @@ pub struct RevokeForm {
 }
 
 impl WithCsrf for CreateForm {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct EnabledForm {
+    #[serde(default)]
+    id: String,
+    /// `true` or `false`.
+    #[serde(default)]
+    enabled: String,
+    csrf: Option<String>,
+}
+
+impl WithCsrf for EnabledForm {
     fn csrf(&self) -> Option<&str> {
         self.csrf.as_deref()
     }
@@ -283,7 +300,7 @@ fn parse(form: &CreateForm) -> Result<NewKeyInput, Vec<FieldError>> {
         description: (!description.is_empty()).then(|| description.to_owned()),
         expires_in_days,
         scopes: Some(vec![scope.to_owned()]),
-        meta: None,
+        ..CreateKeyRequest::default()
     };
     let parsed = NewKeyInput::parse(request);
     match (parsed, errors.is_empty()) {
@@ -317,6 +334,36 @@ pub async fn revoke(
             "{KEYS_PATH}?revoke={}",
             encode(id.as_str())
         ))),
+        Err(error) => session.respond(layout::server_error(error)),
+    }
+}
+
+/// `POST /console/api-keys/enabled`: disables a key without revoking it, or enables it again.
+pub async fn set_enabled(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<EnabledForm>, FormRejection>,
+) -> Response {
+    let (session, form) = match checked_post(&state, &headers, form, purpose::KEYS, KEYS_PATH).await
+    {
+        Ok(checked) => checked,
+        Err(response) => return response,
+    };
+    let enabled = match form.enabled.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => return session.respond(layout::bad_form()),
+    };
+    let id = KeyId::from_stored(form.id.clone());
+    let input = KeyUpdateInput {
+        enabled: Some(enabled),
+        ..KeyUpdateInput::default()
+    };
+    match state.keys.update(&owner(&session), None, &id, input).await {
+        // A missing or revoked key: the table, as it is now, says why.
+        Ok(_) | Err(CoreError::NotFound | CoreError::Validation(_)) => {
+            session.respond(see_other(KEYS_PATH))
+        }
         Err(error) => session.respond(layout::server_error(error)),
     }
 }
@@ -374,7 +421,7 @@ fn render(
         } @else {
             div.table-wrap {
                 table {
-                    thead { tr { th scope="col" { "Name" } th scope="col" { "Key" } th scope="col" { "Scopes" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "Expires" } th scope="col" { "Status" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Key" } th scope="col" { "Scopes" } th scope="col" { "Limits" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { "Expires" } th scope="col" { "Status" } th scope="col" { span.visually-hidden { "Actions" } } } }
                     tbody {
                         @for key in keys {
                             @let status = state.keys.status(key);
@@ -382,12 +429,23 @@ fn render(
                                 td { (key.name.as_str()) }
                                 td { code { (key.start) "…" (key.end) } }
                                 td { (key.scopes.to_strings().join(", ")) }
+                                td { (limits(state, key)) }
                                 td { (when(key.created_at)) }
                                 td { (key.last_used_at.map_or("Never".to_owned(), when)) }
                                 td { (key.expires_at.map_or("Never".to_owned(), when)) }
-                                td { span class={ "status " (status_name(status)) } { (status_name(status)) } }
-                                td {
+                                @let shown = if status == KeyStatus::Active && !key.enabled { "disabled" } else { status_name(status) };
+                                td { span class={ "status " (shown) } { (shown) } }
+                                td.row-actions {
                                     @if status != KeyStatus::Revoked {
+                                        form method="post" action=(ENABLED_PATH) {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            input type="hidden" name="id" value=(key.id.as_str());
+                                            input type="hidden" name="enabled" value=(if key.enabled { "false" } else { "true" });
+                                            button.secondary type="submit" aria-label={ (if key.enabled { "Disable " } else { "Enable " }) (key.name.as_str()) } {
+                                                (if key.enabled { "Disable" } else { "Enable" })
+                                            }
+                                        }
+                                        " "
                                         a.danger href={ (KEYS_PATH) "?revoke=" (encode(key.id.as_str())) } aria-label={ "Revoke " (key.name.as_str()) } { "Revoke" }
                                     }
                                 }
@@ -504,6 +562,23 @@ fn dialog_markup(dialog: Dialog<'_>, csrf: &str, at_limit: bool, limit: usize) -
                 }
             }
         },
+    }
+}
+
+/// A key's rate limit and credits, in a few words.
+fn limits(state: &AppState, key: &ApiKeyRecord) -> String {
+    let rate = key
+        .rate_limit
+        .map(|limit| format!("{} / {} s", limit.requests(), limit.per_seconds()));
+    let credits = state
+        .keys
+        .credits(key)
+        .map(|credits| format!("{} credits left", credits.remaining));
+    match (rate, credits) {
+        (None, None) => "None".to_owned(),
+        (Some(rate), None) => rate,
+        (None, Some(credits)) => credits,
+        (Some(rate), Some(credits)) => format!("{rate}, {credits}"),
     }
 }
 

@@ -25,6 +25,7 @@ input.code{font-family:ui-monospace,Menlo,Consolas,monospace;letter-spacing:.15e
 button{font-size:1rem;padding:.5rem 1.1rem;border-radius:6px;border:1px solid #2f5bd3;background:#2f5bd3;color:#fff;cursor:pointer}
 button.secondary{background:#fff;color:#1d2330;border-color:#c3c8d2}
 .actions{display:flex;gap:.75rem;margin-top:1.25rem}
+.row-actions{white-space:nowrap}.row-actions form{display:inline;margin:0}
 .notice{padding:.7rem .9rem;border-radius:6px;margin:0 0 1rem}
 .error{background:#fdecec;border:1px solid #f2b8b8;color:#8a1c1c}
 .success{background:#e9f7ef;border:1px solid #a9dcbc;color:#1b5e36}

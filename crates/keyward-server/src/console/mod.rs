@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/usage", get(usage::show))
         .route("/api-keys", get(keys::show).post(keys::create))
         .route("/api-keys/revoke", post(keys::revoke))
+        .route("/api-keys/enabled", post(keys::set_enabled))
         .route("/account", get(account::show))
         .route("/account/sessions/end", post(account::end_session))
         .route("/account/sessions/end-all", post(account::end_all))

@@ -7,10 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use keyward_core::{KeyId, NewKeyInput, Scopes, UsageOutcome};
+use keyward_core::{Charge, KeyId, KeyUpdateInput, NewKeyInput, Scopes, UsageOutcome};
 use keyward_proto::{
-    paths, CreateKeyRequest, CreatedKey, KeyList, KeyView, Problem, RotateKeyRequest, Secret,
-    VerifyCode, VerifyRequest, VerifyResponse,
+    paths, CreateKeyRequest, CreatedKey, CreditsState, KeyList, KeyView, Problem, RateLimitState,
+    RotateKeyRequest, Secret, UpdateKeyRequest, VerifyCode, VerifyRequest, VerifyResponse,
 };
 
 use super::key_view;
@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(paths::KEYS, post(create).get(list))
         .route(paths::KEYS_VERIFY, post(verify))
-        .route(paths::KEY, get(get_one).delete(revoke))
+        .route(paths::KEY, get(get_one).delete(revoke).patch(update))
         .route(paths::KEY_ROTATE, post(rotate))
 }
 
@@ -101,6 +101,34 @@ pub async fn get_one(
     Ok(Json(key_view(&state.keys, &key)))
 }
 
+/// Change a key: rename, describe, meta, enable or disable, narrow its scopes, set or clear
+/// its rate limit and credits. Applies on every instance from the very next request.
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
+    request_body = UpdateKeyRequest,
+    responses((status = 200, body = KeyView), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 403, description = "insufficient_scope", body = Problem), (status = 404, body = Problem),
+              (status = 413, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<UpdateKeyRequest>,
+) -> ApiResult<Json<KeyView>> {
+    caller.require("write")?;
+    let input = KeyUpdateInput::parse(request).map_err(ApiError::validation)?;
+    let key = state
+        .keys
+        .update(
+            &caller.owner(),
+            caller.key_scopes(),
+            &KeyId::from_stored(id),
+            input,
+        )
+        .await?;
+    Ok(Json(key_view(&state.keys, &key)))
+}
+
 /// Revoke a key: refused from the very next request on.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem)),
@@ -156,21 +184,32 @@ pub async fn verify(
         None => Scopes::default(),
     };
     let started = Instant::now();
+    let charge = Charge::verify(request.cost)?;
     let verification = match state.throttles.check_verify(ip) {
-        Ok(()) => state.keys.verify(request.key.expose(), &required).await?,
+        Ok(()) => {
+            state
+                .keys
+                .check(request.key.expose(), &required, charge)
+                .await?
+        }
         // An address blocked for failed checks still gets answers on the keys this instance
         // holds in memory (no database read): a platform's backend that relays one
         // customer's bad keys must not stop verifying every other customer's.
         Err(limited) => state
             .keys
-            .verify_cached(request.key.expose(), &required)
+            .check_cached(request.key.expose(), &required, charge)
             .ok_or(limited)?,
     };
     state.metrics.verification(verification.code.as_str());
-    // A live key that lacks a scope is the caller's policy, not a guess: it costs nothing.
+    // A live key that lacks a scope, or is held back by its owner's policy, is not a guess:
+    // it costs nothing.
     if !matches!(
         verification.code,
-        VerifyCode::Valid | VerifyCode::InsufficientScope
+        VerifyCode::Valid
+            | VerifyCode::InsufficientScope
+            | VerifyCode::Disabled
+            | VerifyCode::RateLimited
+            | VerifyCode::UsageExceeded
     ) {
         if let Some(seconds) = state.throttles.verify_failed(ip) {
             return Err(crate::throttle::limited(seconds).into());
@@ -200,6 +239,14 @@ pub async fn verify(
             scopes: Some(key.scopes.to_strings()),
             expires_at: Some(key.expires_at.map(|t| t.to_rfc3339())),
             meta: key.meta.as_ref().map(|m| m.to_value()),
+            rate_limit: verification.rate_limit.map(|decision| RateLimitState {
+                limit: decision.limit.into(),
+                remaining: decision.remaining.into(),
+                reset: i64::try_from(decision.reset_seconds).unwrap_or(i64::MAX),
+            }),
+            credits: verification
+                .credits
+                .map(|remaining| CreditsState { remaining }),
         },
         _ => VerifyResponse {
             valid: false,
@@ -210,6 +257,8 @@ pub async fn verify(
             scopes: None,
             expires_at: None,
             meta: None,
+            rate_limit: None,
+            credits: None,
         },
     };
     Ok(Json(response))

@@ -27,6 +27,8 @@ pub(crate) fn tenant_view(tenant: &TenantRecord) -> TenantView {
     }
 }
 
+use keyward_core::policy::RateLimit;
+
 pub(crate) fn key_view(keys: &KeyService, key: &ApiKeyRecord) -> KeyView {
     KeyView {
         id: key.id.to_string(),
@@ -41,5 +43,8 @@ pub(crate) fn key_view(keys: &KeyService, key: &ApiKeyRecord) -> KeyView {
         last_used_at: key.last_used_at.map(|t| t.to_rfc3339()),
         status: keys.status(key),
         meta: key.meta.as_ref().map(|m| m.to_value()),
+        enabled: key.enabled,
+        rate_limit: key.rate_limit.map(RateLimit::spec),
+        credits: keys.credits(key),
     }
 }

@@ -1084,6 +1084,85 @@ async fn revoking_asks_first_then_the_key_stops_working() {
 }
 
 #[tokio::test]
+async fn a_key_is_disabled_and_enabled_from_the_console() {
+    const ENABLED: &str = "/console/api-keys/enabled";
+    let app = spawn_app().await;
+    let (account, browser) = signed_in(&app, "ada@example.com").await;
+    let created = app
+        .create_key(
+            &account,
+            json!({"name": "svc", "rate_limit": {"requests": 100, "per_seconds": 60}, "credits": {"remaining": 500}}),
+        )
+        .await;
+    let (id, key) = (
+        created["id"].as_str().expect("id"),
+        created["key"].as_str().expect("key"),
+    );
+    let list = get(&app, &browser, KEYS).await;
+    let text = list.expect_html(200);
+    assert!(text.contains("100 / 60 s, 500 credits left"), "{text}");
+    assert!(text.contains(r#"aria-label="Disable svc""#), "{text}");
+    let csrf = list.form_field(ENABLED, "csrf");
+
+    // Without the token nothing happens; another user's key is untouched.
+    post(&app, &browser, ENABLED, &[("id", id), ("enabled", "false")])
+        .await
+        .expect_html(403);
+    assert_eq!(app.verify(key, None).await["code"], "VALID");
+    post(
+        &app,
+        &browser,
+        ENABLED,
+        &[("csrf", csrf.as_str()), ("id", id), ("enabled", "maybe")],
+    )
+    .await
+    .expect_html(400);
+
+    let done = post(
+        &app,
+        &browser,
+        ENABLED,
+        &[("csrf", csrf.as_str()), ("id", id), ("enabled", "false")],
+    )
+    .await;
+    assert_eq!(done.expect_redirect(), KEYS);
+    assert_eq!(app.verify(key, None).await["code"], "DISABLED");
+    let text = get(&app, &browser, KEYS).await.expect_html(200).to_owned();
+    assert!(text.contains(r#"class="status disabled""#), "{text}");
+    assert!(text.contains(r#"aria-label="Enable svc""#), "{text}");
+
+    post(
+        &app,
+        &browser,
+        ENABLED,
+        &[("csrf", csrf.as_str()), ("id", id), ("enabled", "true")],
+    )
+    .await
+    .expect_redirect();
+    assert_eq!(app.verify(key, None).await["code"], "VALID");
+
+    let bob = app.register("bob@example.com").await;
+    let bobs = app.create_key(&bob, json!({"name": "bobs"})).await;
+    let bobs_id = bobs["id"].as_str().expect("id");
+    post(
+        &app,
+        &browser,
+        ENABLED,
+        &[
+            ("csrf", csrf.as_str()),
+            ("id", bobs_id),
+            ("enabled", "false"),
+        ],
+    )
+    .await
+    .expect_redirect();
+    assert_eq!(
+        app.verify(bobs["key"].as_str().expect("key"), None).await["code"],
+        "VALID"
+    );
+}
+
+#[tokio::test]
 async fn another_users_key_cannot_be_revoked_from_the_console() {
     let app = spawn_app().await;
     let (_, browser) = signed_in(&app, "ada@example.com").await;

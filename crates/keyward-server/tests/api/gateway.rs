@@ -403,6 +403,63 @@ async fn requests_without_valid_credentials_never_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn key_policies_hold_at_the_gateway() {
+    let gate = spawn_gateway(|_| {}).await;
+    let ada = gate.app.register("ada@example.com").await;
+    let session = Auth::Bearer(&ada.access_token);
+
+    // Credits: each forwarded request spends one; at zero, 429 usage_exceeded.
+    let (paid, _) = key_of(
+        &gate
+            .app
+            .create_key(&ada, json!({"name": "paid", "credits": {"remaining": 2}}))
+            .await,
+    );
+    gate.get("/echo/a", Auth::ApiKey(&paid)).await.expect(200);
+    gate.get("/echo/b", Auth::ApiKey(&paid)).await.expect(200);
+    gate.get("/echo/c", Auth::ApiKey(&paid))
+        .await
+        .expect_problem(429, "usage_exceeded");
+    assert_eq!(gate.hits(), 2);
+
+    // A rate limit: RateLimit-* headers on forwarded answers, 429 rate_limited past it.
+    let (limited, _) = key_of(
+        &gate
+            .app
+            .create_key(
+                &ada,
+                json!({"name": "limited", "rate_limit": {"requests": 1, "per_seconds": 3600}}),
+            )
+            .await,
+    );
+    let first = gate.get("/echo/d", Auth::ApiKey(&limited)).await;
+    first.expect(200);
+    assert_eq!(first.header("ratelimit-limit"), Some("1"));
+    assert_eq!(first.header("ratelimit-remaining"), Some("0"));
+    let second = gate.get("/echo/e", Auth::ApiKey(&limited)).await;
+    second.expect_problem(429, "rate_limited");
+    assert!(second.header("retry-after").is_some());
+    assert_eq!(second.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(gate.hits(), 3);
+
+    // A disabled key: 401, and never forwarded.
+    let (off, off_id) = key_of(&gate.app.create_key(&ada, json!({"name": "off"})).await);
+    gate.app
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/keys/{off_id}"),
+            session,
+            Some(json!({"enabled": false})),
+        )
+        .await
+        .expect(200);
+    gate.get("/echo/f", Auth::ApiKey(&off))
+        .await
+        .expect_problem(401, "invalid_api_key");
+    assert_eq!(gate.hits(), 3, "a refused request reached the upstream");
+}
+
+#[tokio::test]
 async fn upstream_answers_pass_through_as_they_are() {
     let gate = spawn_gateway(|_| {}).await;
     let ada = gate.app.register("ada@example.com").await;

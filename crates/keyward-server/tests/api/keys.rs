@@ -133,7 +133,7 @@ fn field_names(object: &Value) -> BTreeSet<&str> {
         .collect()
 }
 
-const VIEW_FIELDS: [&str; 12] = [
+const VIEW_FIELDS: [&str; 15] = [
     "id",
     "name",
     "description",
@@ -146,6 +146,9 @@ const VIEW_FIELDS: [&str; 12] = [
     "last_used_at",
     "status",
     "meta",
+    "enabled",
+    "rate_limit",
+    "credits",
 ];
 
 async fn verify_code(app: &TestApp, key: &str, scopes: Option<Value>) -> String {

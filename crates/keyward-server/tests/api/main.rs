@@ -68,6 +68,9 @@ macro_rules! suite {
         mod keys {
             include!("keys.rs");
         }
+        mod policies {
+            include!("policies.rs");
+        }
         mod service {
             include!("service.rs");
         }

@@ -608,7 +608,7 @@ async fn usage_cards_and_chart_match_the_api() {
             description: None,
             expires_in_days: None,
             scopes: Some(vec!["read".into()]),
-            meta: None,
+            ..CreateKeyRequest::default()
         })
         .await
         .unwrap();
@@ -795,10 +795,7 @@ async fn a_form_without_its_csrf_token_is_refused() {
     let created = owner
         .create_key(CreateKeyRequest {
             name: "keep-me".into(),
-            description: None,
-            expires_in_days: None,
-            scopes: None,
-            meta: None,
+            ..CreateKeyRequest::default()
         })
         .await
         .unwrap();
