@@ -98,7 +98,9 @@ pub(crate) struct CachedKey {
     revoked_at: u32,
     /// When this instance last noted a use for `last_used_at` (`NONE`: never).
     last_noted: AtomicU32,
-    rate_limit: Option<RateLimit>,
+    /// `requests` and `per_seconds` of the rate limit; zeros for none (no `Option` tag: the
+    /// entry stays within 112 bytes).
+    rate_limit: [u32; 2],
     enabled: bool,
     metered: bool,
 }
@@ -126,7 +128,10 @@ impl CachedKey {
             expires_at: unpack(self.expires_at),
             revoked_at: unpack(self.revoked_at),
             enabled: self.enabled,
-            rate_limit: self.rate_limit,
+            rate_limit: RateLimit::from_stored(
+                Some(i64::from(self.rate_limit[0])),
+                Some(i64::from(self.rate_limit[1])),
+            ),
             metered: self.metered,
         }
     }
@@ -324,7 +329,9 @@ impl KeyCache {
             revoked_at: pack(record.revoked_at),
             enabled: record.enabled,
             metered: record.credits.is_some(),
-            rate_limit: record.rate_limit,
+            rate_limit: record
+                .rate_limit
+                .map_or([0, 0], |limit| [limit.requests(), limit.per_seconds()]),
             last_noted: AtomicU32::new(pack(record.last_used_at)),
         });
         let mut shard = self.shard(hash).write().map_err(|_| Preload::NotServing)?;
@@ -462,6 +469,7 @@ mod tests {
         assert_eq!(*verified.scopes, record.scopes);
         assert_eq!(verified.expires_at, Some(Timestamp(100)));
         assert_eq!(verified.revoked_at, None);
+        assert!(verified.enabled && !verified.metered && verified.rate_limit.is_none());
         assert!(cache.get(&sha256("b")).is_none());
         assert_eq!(
             cache.stats(),
@@ -472,6 +480,27 @@ mod tests {
                 invalidations: 0
             }
         );
+    }
+
+    #[test]
+    fn an_entry_keeps_the_policies() {
+        let cache = KeyCache::new(10, false);
+        let mut record = record("a");
+        record.enabled = false;
+        record.rate_limit = crate::policy::RateLimit::from_stored(Some(100), Some(60));
+        record.credits = Some(crate::policy::Credits {
+            remaining: 5,
+            refill: None,
+            refilled_at: Timestamp(0),
+            reference: 5,
+        });
+        cache
+            .insert(&record.key_hash, &record, cache.generation())
+            .unwrap();
+        let verified = cache.get(&record.key_hash).unwrap().verified();
+        assert!(!verified.enabled);
+        assert!(verified.metered);
+        assert_eq!(verified.rate_limit, record.rate_limit);
     }
 
     #[test]
