@@ -21,6 +21,7 @@ mod load;
 mod metrics;
 mod oha;
 mod peers;
+mod policies;
 mod report;
 mod scale;
 mod seed;
@@ -90,12 +91,17 @@ struct Args {
     /// compare their verify requests/s with keyward's
     #[arg(long)]
     peers: bool,
+    /// Redis for the policies scenario's shared rate-limit row; "" skips that row
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     Gateway,
     Verify,
+    /// Verify with a key with no policy, a rate limit (memory, Redis) and credits
+    Policies,
     /// Verify and /v1/auth/me with many keys (1k, 1M), SQL statements per request, revocation
     Keys,
     /// Keys, plus the login storm, refresh rotation and login against raw argon2id
@@ -228,6 +234,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
         }
         add_verify_ratios(&mut report);
+    }
+    if matches!(args.scenario, Scenario::Policies | Scenario::All) {
+        eprintln!("== key policies");
+        let redis = Some(args.redis_url.as_str()).filter(|url| !url.is_empty());
+        if let Err(error) = policies::run(&binary, plan, redis, &mut report).await {
+            eprintln!("keyward-bench: the policies scenario FAILED: {error:#}");
+            report.row("key policies", Err(format!("{error:#}")), None);
+        }
     }
     if matches!(
         args.scenario,

@@ -701,6 +701,9 @@ fn help_shows_examples_for_each_client_command() {
         &["keys", "list", "--help"],
         &["keys", "revoke", "--help"],
         &["keys", "rotate", "--help"],
+        &["keys", "update", "--help"],
+        &["keys", "disable", "--help"],
+        &["keys", "enable", "--help"],
         &["usage", "--help"],
     ] {
         let output = keyward().args(args).output().unwrap();
@@ -714,6 +717,105 @@ fn help_shows_examples_for_each_client_command() {
     for word in ["--email", "--url", "KEYWARD_API_KEY", "credentials.json"] {
         assert!(text.contains(word), "{text}");
     }
+}
+
+#[test]
+fn keys_update_disable_and_enable_change_a_key() {
+    let server = Server::start();
+    server.register("ada@example.com");
+    let user = User::new(&server);
+    user.login("ada@example.com");
+    let created = user
+        .run(&[
+            "keys",
+            "create",
+            "svc",
+            "--rate-limit",
+            "100/60",
+            "--credits",
+            "50",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        created["rate_limit"],
+        serde_json::json!({"requests": 100, "per_seconds": 60})
+    );
+    assert_eq!(created["credits"], serde_json::json!({"remaining": 50}));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key = created["key"].as_str().unwrap().to_owned();
+
+    let run = user
+        .run(&[
+            "keys",
+            "update",
+            &id,
+            "--name",
+            "prod",
+            "--refill",
+            "500/monthly",
+            "--credits",
+            "500",
+        ])
+        .ok();
+    assert!(run.stdout.contains("Updated key"), "{}", run.stdout);
+    assert!(run.stdout.contains("100 per 60 s"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("500 left, refilled to 500 monthly"),
+        "{}",
+        run.stdout
+    );
+
+    let run = user.run(&["keys", "disable", &id]).ok();
+    assert!(
+        run.stdout.contains("state:      disabled"),
+        "{}",
+        run.stdout
+    );
+    let verify = |key: &str| {
+        let client = Client::builder(&server.url).build().unwrap();
+        block_on(client.verify_key(key, &[])).unwrap().code
+    };
+    assert_eq!(verify(&key).as_str(), "DISABLED");
+    let listed = user.run(&["keys", "list"]).ok();
+    assert!(listed.stdout.contains("disabled"), "{}", listed.stdout);
+    let enabled = user.run(&["keys", "enable", &id, "--json"]).ok().json();
+    assert_eq!(enabled["enabled"], true);
+    assert_eq!(enabled["name"], "prod");
+    assert_eq!(verify(&key).as_str(), "VALID");
+
+    let cleared = user
+        .run(&[
+            "keys",
+            "update",
+            &id,
+            "--no-rate-limit",
+            "--no-credits",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert!(
+        cleared["rate_limit"].is_null() && cleared["credits"].is_null(),
+        "{cleared}"
+    );
+
+    // Bad input: said on one line, exit 2 for the flags clap refuses, 1 for the API's 422.
+    let run = user
+        .run(&["keys", "update", &id, "--rate-limit", "fast"])
+        .failed(2);
+    assert!(run.stderr.contains("REQUESTS/SECONDS"), "{}", run.stderr);
+    let run = user
+        .run(&["keys", "update", &id, "--refill", "5/hourly"])
+        .failed(2);
+    assert!(run.stderr.contains("daily or monthly"), "{}", run.stderr);
+    let run = user
+        .run(&["keys", "update", &id, "--rate-limit", "0/60"])
+        .failed(1);
+    assert!(run.stderr.contains("rate_limit"), "{}", run.stderr);
+    user.run(&["keys", "disable", "key_doesnotexist000000000000"])
+        .failed(1);
 }
 
 #[test]
