@@ -72,3 +72,7 @@ pub use keyward_proto::{
     Secret, TenantRef, TenantView, TokenPair, UsageDay, UsageResponse, UserView, VerifyCode,
     VerifyResponse,
 };
+pub use keyward_proto::{
+    CreatedWebhook, DeliveryAttemptView, DeliveryStatus, DeliveryView, LeakLabel,
+    LeakReportResponse, WebhookView,
+};

@@ -1,7 +1,7 @@
 //! API keys: minting, listing, revoking, rotating, and the verification hot path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use keyward_proto::{CreateKeyRequest, FieldError, KeyStatus, VerifyCode};
 
@@ -15,6 +15,7 @@ use crate::keyformat::{key_end, key_start, KeyFormat};
 use crate::secret::ApiKeySecret;
 use crate::store::{ApiKeyRecord, NewApiKey, Owner, Store};
 use crate::validate::{Description, ExpiresInDays, KeyMeta, KeyName, Scopes};
+use crate::webhooks::{key_event_data, EventType, WebhookService};
 
 /// `last_used_at` is written at most this often per key.
 pub const LAST_USED_RESOLUTION_SECONDS: i64 = 60;
@@ -102,6 +103,8 @@ pub struct KeyService {
     settings: KeySettings,
     cache: Arc<KeyCache>,
     last_used: Mutex<LastUsed>,
+    /// Where key events go (`set_webhooks`); none in tools that run no dispatcher.
+    webhooks: OnceLock<Arc<WebhookService>>,
 }
 
 /// Debounces `last_used_at`: verification only notes a use here; [`KeyService::flush_last_used`]
@@ -123,6 +126,21 @@ impl KeyService {
             settings,
             cache,
             last_used: Mutex::new(LastUsed::default()),
+            webhooks: OnceLock::new(),
+        }
+    }
+
+    /// Sends this service's key events (`key.created`, `key.revoked`, `key.rotated`) and
+    /// those of the services built on it to `webhooks`. Set once, at start-up.
+    pub fn set_webhooks(&self, webhooks: Arc<WebhookService>) {
+        let _ = self.webhooks.set(webhooks);
+    }
+
+    /// Queues a webhook event for `owner` (see [`WebhookService::emit`]); nothing without
+    /// webhooks.
+    pub async fn emit(&self, owner: &Owner, kind: EventType, data: serde_json::Value) {
+        if let Some(webhooks) = self.webhooks.get() {
+            webhooks.emit(owner, kind, data).await;
         }
     }
 
@@ -202,6 +220,12 @@ impl KeyService {
                 .key(&record.id),
         )
         .await;
+        self.emit(
+            owner,
+            EventType::KeyCreated,
+            key_event_data(&record.id, owner, record.name.as_str()),
+        )
+        .await;
         Ok((record, secret))
     }
 
@@ -231,6 +255,17 @@ impl KeyService {
                         .key(id),
                 )
                 .await;
+                if self.webhooks.get().is_some() {
+                    // The name, for the event: the revoke statement answers only the hash.
+                    let key = self.store.find_key(owner, id).await.ok().flatten();
+                    let name = key.as_ref().map_or("", |key| key.name.as_str());
+                    self.emit(
+                        owner,
+                        EventType::KeyRevoked,
+                        key_event_data(id, owner, name),
+                    )
+                    .await;
+                }
                 Ok(())
             }
             None => Err(CoreError::NotFound),
@@ -296,6 +331,9 @@ impl KeyService {
                 .detail(&detail),
         )
         .await;
+        let mut data = key_event_data(&old.id, owner, old.name.as_str());
+        data["new_key_id"] = record.id.as_str().into();
+        self.emit(owner, EventType::KeyRotated, data).await;
         Ok((record, secret))
     }
 

@@ -21,6 +21,7 @@ pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod throttle;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,8 +32,9 @@ use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use keyward_core::{
-    AccountService, Clock, DeviceService, DeviceSettings, KeyService, KeySettings, PasswordHasher,
-    PasswordHasherConfig, SessionConfig, TokenSigner, UsageService, UsageSettings,
+    AccountService, Clock, DeviceService, DeviceSettings, KeyService, KeySettings, LeakService,
+    PasswordHasher, PasswordHasherConfig, SessionConfig, TokenSigner, UsageService, UsageSettings,
+    WebhookService,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -52,6 +54,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::service::router())
         .merge(routes::usage::router())
         .merge(routes::audit::router())
+        .merge(routes::webhooks::router())
+        .merge(routes::leaks::router())
         .nest("/console", console::router())
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
@@ -103,6 +107,15 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
             cache_capacity: settings.keys.cache_capacity as usize,
         },
     ));
+    let webhooks = Arc::new(WebhookService::new(store.clone(), clock.clone()));
+    keys.set_webhooks(webhooks.clone());
+    let leaks = Arc::new(LeakService::new(
+        store.clone(),
+        clock.clone(),
+        keys.clone(),
+        webhooks.clone(),
+        settings.leaks.auto_revoke,
+    ));
     let device = Arc::new(DeviceService::new(
         store.clone(),
         clock.clone(),
@@ -150,6 +163,8 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         keys,
         device,
         usage,
+        webhooks,
+        leaks,
         store,
         metrics,
         config: Arc::new(config),
@@ -261,6 +276,17 @@ async fn serve(
     // once no request can add to it any more, and before the store closes.
     let (stop_usage, usage_stopped) = watch::channel(false);
     let usage_writer = tokio::spawn(state.usage.clone().run(usage_stopped));
+    // The webhook dispatcher: stopped after the listeners, so events of the last requests
+    // are queued; what it has not sent waits in the database for the next instance.
+    let (stop_webhooks, webhooks_stopped) = watch::channel(false);
+    let dispatcher = tokio::spawn(
+        webhooks::Dispatcher::new(
+            state.webhooks.clone(),
+            state.metrics.clone(),
+            &state.config.settings.webhooks,
+        )
+        .run(webhooks_stopped),
+    );
     // One signal stops both listeners; each lets its requests in flight finish.
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
@@ -295,6 +321,24 @@ async fn serve(
     let (api, gateway): (std::io::Result<()>, anyhow::Result<()>) = tokio::join!(api, gateway);
     let result = api.context("serving HTTP").and(gateway);
     flusher.abort();
+    let _ = stop_webhooks.send(true);
+    // Attempts in flight finish within the delivery timeout; past it they are dropped, and
+    // their leases let another instance (or the next start) retry them.
+    let webhook_grace = Duration::from_secs(
+        state
+            .config
+            .settings
+            .webhooks
+            .timeout_seconds
+            .saturating_add(1),
+    );
+    let dispatcher_abort = dispatcher.abort_handle();
+    if tokio::time::timeout(webhook_grace, dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher_abort.abort();
+    }
     let _ = stop_usage.send(true);
     if let Err(error) = usage_writer.await {
         tracing::error!(%error, "usage writer task failed");

@@ -1588,3 +1588,6 @@ impl Store for SqlStore {
         self.spawn_key_watch(cache)
     }
 }
+
+// Webhooks: their own file, the same rules.
+include!("sql_webhooks.rs");

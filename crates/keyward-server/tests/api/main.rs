@@ -68,6 +68,9 @@ macro_rules! suite {
         mod keys {
             include!("keys.rs");
         }
+        mod leaks {
+            include!("leaks.rs");
+        }
         mod service {
             include!("service.rs");
         }
@@ -76,6 +79,9 @@ macro_rules! suite {
         }
         mod usage {
             include!("usage.rs");
+        }
+        mod webhooks {
+            include!("webhooks.rs");
         }
     };
 }
