@@ -108,7 +108,9 @@ run_schemathesis --header "Authorization: Bearer $key" || status=$?
 # token. Logout is left out: it would end the session the rest of the pass runs on.
 echo "== schemathesis: the session-only operations, with an access token"
 run_schemathesis --header "Authorization: Bearer $token" \
-  --include-path /v1/auth/password --include-path /v1/auth/device/approve --include-path /v1/audit ||
+  --include-path /v1/auth/password --include-path /v1/auth/device/approve --include-path /v1/audit \
+  --include-path /v1/webhooks --include-path '/v1/webhooks/{id}' \
+  --include-path '/v1/webhooks/{id}/deliveries' ||
   status=$?
 
 if [ "$status" -ne 0 ]; then

@@ -30,8 +30,15 @@ use crate::metrics::{is_write, statements_between, Scrape, Statements};
 use crate::report::{Report, Summary};
 use crate::servers::{self, Account, KeywardServer, Launch};
 
-/// Tables the background tasks read and write on a timer, whatever the traffic.
-const BACKGROUND_TABLES: [&str; 3] = ["key_changes", "instances", "key_change_counter"];
+/// Tables the background tasks read and write on a timer, whatever the traffic (the webhook
+/// dispatcher polls `webhook_deliveries` and scans from `webhooks`).
+const BACKGROUND_TABLES: [&str; 5] = [
+    "key_changes",
+    "instances",
+    "key_change_counter",
+    "webhook_deliveries",
+    "webhooks",
+];
 /// The table metering writes to (a batch a second, not a statement per request).
 const METERING_TABLE: &str = "usage_daily";
 /// keyward's default `keys.cache_capacity`.

@@ -12,6 +12,10 @@ use keyward_proto::{
     RegisterRequest, RegisterResponse, RotateKeyRequest, Secret, TenantView, TokenPair,
     UpdateKeyRequest, UsageResponse, VerifyRequest, VerifyResponse,
 };
+use keyward_proto::{
+    CreateWebhookRequest, CreatedWebhook, DeliveryList, DeliveryView, LeakReportRequest,
+    LeakReportResponse, WebhookList, WebhookView,
+};
 use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -424,6 +428,73 @@ impl Client {
         };
         self.call(Method::POST, url, Some(&request), Auth::None)
             .await
+    }
+
+    /// [`Self::verify_key`] that spends no credits (`cost: 0`): whether `key` is live, for
+    /// scanners such as `keyward leaks check`.
+    pub async fn check_key(&self, key: &str) -> Result<VerifyResponse> {
+        let url = self.url(paths::KEYS_VERIFY, None)?;
+        let request = VerifyRequest {
+            key: Secret::new(key),
+            scopes: None,
+            cost: Some(0),
+        };
+        self.call(Method::POST, url, Some(&request), Auth::None)
+            .await
+    }
+
+    // ------------------------------------------------------------ leaks and webhooks
+
+    /// `POST /v1/leaks` (no credential): reports `key` as leaked, found at `found_at`. A live
+    /// key is revoked when the server's `leaks.auto_revoke` is on; the answer only says whether
+    /// it was live.
+    pub async fn report_leak(
+        &self,
+        key: &str,
+        found_at: Option<&str>,
+    ) -> Result<LeakReportResponse> {
+        let url = self.url(paths::LEAKS, None)?;
+        let request = LeakReportRequest {
+            key: Secret::new(key),
+            url: found_at.map(str::to_owned),
+        };
+        self.call(Method::POST, url, Some(&request), Auth::None)
+            .await
+    }
+
+    /// `POST /v1/webhooks` (session): the secret is in this answer only.
+    pub async fn create_webhook(&self, url: &str, events: &[&str]) -> Result<CreatedWebhook> {
+        let endpoint = self.url(paths::WEBHOOKS, None)?;
+        let request = CreateWebhookRequest {
+            url: url.to_owned(),
+            events: events.iter().map(|event| (*event).to_owned()).collect(),
+        };
+        self.call(Method::POST, endpoint, Some(&request), Auth::Caller)
+            .await
+    }
+
+    /// `GET /v1/webhooks` (session).
+    pub async fn list_webhooks(&self) -> Result<Vec<WebhookView>> {
+        let url = self.url(paths::WEBHOOKS, None)?;
+        let list: WebhookList = self
+            .call(Method::GET, url, None::<&()>, Auth::Caller)
+            .await?;
+        Ok(list.webhooks)
+    }
+
+    /// `DELETE /v1/webhooks/{id}` (session): its pending deliveries stop.
+    pub async fn delete_webhook(&self, id: &str) -> Result<()> {
+        let url = self.url(paths::WEBHOOK, Some(id))?;
+        self.call_no_content(Method::DELETE, url, None::<&()>).await
+    }
+
+    /// `GET /v1/webhooks/{id}/deliveries` (session): newest first, each with its attempts.
+    pub async fn webhook_deliveries(&self, id: &str) -> Result<Vec<DeliveryView>> {
+        let url = self.url(paths::WEBHOOK_DELIVERIES, Some(id))?;
+        let list: DeliveryList = self
+            .call(Method::GET, url, None::<&()>, Auth::Caller)
+            .await?;
+        Ok(list.deliveries)
     }
 
     // ------------------------------------------------------------ usage

@@ -73,3 +73,7 @@ pub use keyward_proto::{
     Secret, TenantRef, TenantView, TokenPair, UpdateKeyRequest, UsageDay, UsageResponse, UserView,
     VerifyCode, VerifyResponse,
 };
+pub use keyward_proto::{
+    CreatedWebhook, DeliveryAttemptView, DeliveryStatus, DeliveryView, LeakLabel,
+    LeakReportResponse, WebhookView,
+};

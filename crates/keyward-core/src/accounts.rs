@@ -326,6 +326,21 @@ impl AccountService {
                     .detail("session revoked"),
                 )
                 .await;
+                let owner = Owner {
+                    user_id: session.user_id.clone(),
+                    tenant_id: session.tenant_id.clone(),
+                };
+                self.keys
+                    .emit(
+                        &owner,
+                        crate::webhooks::EventType::SessionReuseDetected,
+                        serde_json::json!({
+                            "session_id": session.id.as_str(),
+                            "tenant_id": session.tenant_id.as_str(),
+                            "user_id": session.user_id.as_str(),
+                        }),
+                    )
+                    .await;
             }
             return Err(invalid());
         }

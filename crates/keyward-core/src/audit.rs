@@ -23,6 +23,10 @@ use crate::store::Store;
 /// The actor of events with no signed-in user: the `keyward admin` commands.
 pub const OPERATOR: &str = "operator";
 
+/// The actor of a leak report: whoever found the key (GitHub's scanner, anyone at
+/// `POST /v1/leaks`), never the key's owner.
+pub const LEAK_REPORT: &str = "leak_report";
+
 /// How long a request waits for its audit write before going on without it (logged).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -47,10 +51,12 @@ pub enum AuditKind {
     UserDisabled,
     UserEnabled,
     SigningKeyRotated,
+    /// A live key was reported as leaked (`POST /v1/leaks`, `/v1/leaks/github`).
+    KeyLeaked,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 15] = [
+    pub const ALL: [AuditKind; 16] = [
         AuditKind::Registered,
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
@@ -66,6 +72,7 @@ impl AuditKind {
         AuditKind::UserDisabled,
         AuditKind::UserEnabled,
         AuditKind::SigningKeyRotated,
+        AuditKind::KeyLeaked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +92,7 @@ impl AuditKind {
             AuditKind::UserDisabled => "user.disabled",
             AuditKind::UserEnabled => "user.enabled",
             AuditKind::SigningKeyRotated => "signing_key.rotated",
+            AuditKind::KeyLeaked => "key.leaked",
         }
     }
 
@@ -131,7 +139,7 @@ pub struct AuditEvent {
     /// `None` only for events no tenant owns (a signing-key rotation): those are kept for the
     /// operator and shown to no tenant.
     pub tenant_id: Option<TenantId>,
-    /// A user id, or [`OPERATOR`].
+    /// A user id, [`OPERATOR`], or [`LEAK_REPORT`].
     pub actor: String,
     /// The user the event is about (the actor's own id when they acted on themselves).
     pub user_id: Option<UserId>,

@@ -296,6 +296,13 @@ impl DeviceService {
                         .detail("device login"),
                 )
                 .await;
+                self.keys
+                    .emit(
+                        owner,
+                        crate::webhooks::EventType::KeyCreated,
+                        crate::webhooks::key_event_data(&record.id, owner, record.name.as_str()),
+                    )
+                    .await;
                 Ok(Ok((record, secret)))
             }
             Redemption::NotRedeemable => Ok(Err(DevicePollError::InvalidGrant)),

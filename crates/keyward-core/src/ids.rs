@@ -43,6 +43,8 @@ id_type!(TenantId, "ten_");
 id_type!(KeyId, "key_");
 id_type!(SessionId, "ses_");
 id_type!(AuditEventId, "aud_");
+id_type!(WebhookId, "whk_");
+id_type!(DeliveryId, "msg_");
 
 #[cfg(test)]
 mod tests {

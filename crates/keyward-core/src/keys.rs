@@ -1,7 +1,7 @@
 //! API keys: minting, listing, revoking, rotating, and the verification hot path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use keyward_proto::{
     CreateKeyRequest, CreditsSpec, FieldError, KeyStatus, UpdateKeyRequest, VerifyCode,
@@ -21,6 +21,7 @@ use crate::policy::{
 use crate::secret::ApiKeySecret;
 use crate::store::{ApiKeyRecord, KeyUpdate, NewApiKey, Owner, Store};
 use crate::validate::{Description, ExpiresInDays, KeyMeta, KeyName, Scopes};
+use crate::webhooks::{credits_low_data, key_event_data, EventType, WebhookService};
 
 /// `last_used_at` is written at most this often per key.
 pub const LAST_USED_RESOLUTION_SECONDS: i64 = 60;
@@ -299,12 +300,9 @@ pub struct KeyService {
     cache: Arc<KeyCache>,
     last_used: Mutex<LastUsed>,
     limiter: Arc<dyn KeyRateLimiter>,
-    /// Called when a spend leaves a key under 10 % of its credits (`credits.low`).
-    credits_low: Mutex<Option<CreditsLowHook>>,
+    /// Where key events go (`set_webhooks`); none in tools that run no dispatcher.
+    webhooks: OnceLock<Arc<WebhookService>>,
 }
-
-/// What [`KeyService`] calls when a key's credits run low: its owner, its id, what is left.
-pub type CreditsLowHook = Arc<dyn Fn(&Owner, &KeyId, i64) + Send + Sync>;
 
 /// Debounces `last_used_at`: verification only notes a use here; [`KeyService::flush_last_used`]
 /// writes the notes in one batch.
@@ -326,7 +324,7 @@ impl KeyService {
             cache,
             last_used: Mutex::new(LastUsed::default()),
             limiter: Arc::new(MemoryRateLimiter::default()),
-            credits_low: Mutex::new(None),
+            webhooks: OnceLock::new(),
         }
     }
 
@@ -341,10 +339,18 @@ impl KeyService {
         &self.limiter
     }
 
-    /// Calls `hook` whenever a spend crosses under 10 % of a key's credits.
-    pub fn on_credits_low(&self, hook: CreditsLowHook) {
-        if let Ok(mut slot) = self.credits_low.lock() {
-            *slot = Some(hook);
+    /// Sends this service's key events (`key.created`, `key.revoked`, `key.rotated`,
+    /// `credits.low`) and those of the services built on it to `webhooks`. Set once, at
+    /// start-up.
+    pub fn set_webhooks(&self, webhooks: Arc<WebhookService>) {
+        let _ = self.webhooks.set(webhooks);
+    }
+
+    /// Queues a webhook event for `owner` (see [`WebhookService::emit`]); nothing without
+    /// webhooks.
+    pub async fn emit(&self, owner: &Owner, kind: EventType, data: serde_json::Value) {
+        if let Some(webhooks) = self.webhooks.get() {
+            webhooks.emit(owner, kind, data).await;
         }
     }
 
@@ -436,6 +442,12 @@ impl KeyService {
                 .key(&record.id),
         )
         .await;
+        self.emit(
+            owner,
+            EventType::KeyCreated,
+            key_event_data(&record.id, owner, record.name.as_str()),
+        )
+        .await;
         Ok((record, secret))
     }
 
@@ -465,6 +477,17 @@ impl KeyService {
                         .key(id),
                 )
                 .await;
+                if self.webhooks.get().is_some() {
+                    // The name, for the event: the revoke statement answers only the hash.
+                    let key = self.store.find_key(owner, id).await.ok().flatten();
+                    let name = key.as_ref().map_or("", |key| key.name.as_str());
+                    self.emit(
+                        owner,
+                        EventType::KeyRevoked,
+                        key_event_data(id, owner, name),
+                    )
+                    .await;
+                }
                 Ok(())
             }
             None => Err(CoreError::NotFound),
@@ -535,6 +558,9 @@ impl KeyService {
                 .detail(&detail),
         )
         .await;
+        let mut data = key_event_data(&old.id, owner, old.name.as_str());
+        data["new_key_id"] = record.id.as_str().into();
+        self.emit(owner, EventType::KeyRotated, data).await;
         Ok((record, secret))
     }
 
@@ -613,10 +639,7 @@ impl KeyService {
                 } => {
                     verification.credits = Some(remaining);
                     if crossed_low(remaining + charge.credits, remaining, reference) {
-                        let hook = self.credits_low.lock().ok().and_then(|hook| hook.clone());
-                        if let Some(hook) = hook {
-                            hook(&key.owner, &key.id, remaining);
-                        }
+                        self.announce_credits_low(&key.owner, &key.id, remaining);
                     }
                 }
                 CreditSpend::Exhausted { remaining } => {
@@ -628,6 +651,27 @@ impl KeyService {
             }
         }
         Ok(verification)
+    }
+
+    /// Queues `credits.low` in the background: the verification that crossed the line does not
+    /// wait for the key's name to be read or the event to be written.
+    fn announce_credits_low(&self, owner: &Owner, id: &KeyId, remaining: i64) {
+        let Some(webhooks) = self.webhooks.get().cloned() else {
+            return;
+        };
+        let (store, owner, id) = (self.store.clone(), owner.clone(), id.clone());
+        tokio::spawn(async move {
+            let name = match store.find_key(&owner, &id).await {
+                Ok(Some(key)) => key.name.as_str().to_owned(),
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::error!(%error, key_id = %id, "credits.low: reading the key failed");
+                    return;
+                }
+            };
+            let data = credits_low_data(&id, &owner, &name, remaining);
+            webhooks.emit(&owner, EventType::CreditsLow, data).await;
+        });
     }
 
     /// [`Self::check`] from this instance's memory only: `None` when answering would need

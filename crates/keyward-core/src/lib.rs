@@ -11,6 +11,8 @@
 //!   `keyward-store` implements for each database.
 //! - [`UsageService`]: metering through a bounded queue and a batch writer into per-day
 //!   counters, and the usage report.
+//! - [`WebhookService`] (events queued as delivery rows, `webhooks`) and [`LeakService`]
+//!   (reported keys revoked, `leaks`).
 //! - [`Clock`]: every "now" comes from here, so tests move time instead of sleeping.
 
 mod accounts;
@@ -24,11 +26,13 @@ mod jwt;
 mod keycache;
 mod keyformat;
 mod keys;
+mod leaks;
 pub mod policy;
 mod secret;
 pub mod store;
 mod usage;
 mod validate;
+pub mod webhooks;
 
 pub use accounts::{
     AccountService, Authenticated, IssuedTokens, RegisterInput, Registered, SessionConfig,
@@ -41,14 +45,15 @@ pub use device::{
 };
 pub use error::{AuthFailure, CoreError, CoreResult};
 pub use hashing::{sha256, PasswordHasher, PasswordHasherConfig, TokenHash};
-pub use ids::{AuditEventId, KeyId, SessionId, TenantId, UserId};
+pub use ids::{AuditEventId, DeliveryId, KeyId, SessionId, TenantId, UserId, WebhookId};
 pub use jwt::{rotate_signing_key, AccessClaims, TokenSigner, RETIRED_KEY_GRACE_SECONDS};
 pub use keycache::{KeyCache, KeyCacheStats, Preload, VerifiedKey};
 pub use keyformat::{KeyAlphabet, KeyFormat, KeyFormatError};
 pub use keys::{
-    AuthenticatedKey, Charge, CreditsLowHook, KeyService, KeySettings, KeyUpdateInput, NewKeyInput,
-    Verification, LAST_USED_RESOLUTION_SECONDS,
+    AuthenticatedKey, Charge, KeyService, KeySettings, KeyUpdateInput, NewKeyInput, Verification,
+    LAST_USED_RESOLUTION_SECONDS,
 };
+pub use leaks::{LeakService, LeakSource};
 pub use secret::{AccessToken, ApiKeySecret, DeviceCode, Password, RefreshToken};
 pub use usage::{
     date_of_day, InFlight, UsageDropped, UsageEvent, UsageOutcome, UsageService, UsageSettings,
@@ -57,3 +62,4 @@ pub use usage::{
 pub use validate::{
     Description, Email, ExpiresInDays, KeyMeta, KeyName, Scope, Scopes, TenantName, UserName,
 };
+pub use webhooks::{EventType, WebhookService};

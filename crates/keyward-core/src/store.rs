@@ -515,6 +515,7 @@ pub trait Store:
     + DeviceStore
     + SigningKeyStore
     + UsageStore
+    + crate::webhooks::WebhookStore
     + Send
     + Sync
     + 'static

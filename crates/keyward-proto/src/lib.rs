@@ -16,11 +16,17 @@ pub mod paths;
 
 mod device;
 mod error;
+mod webhooks;
 pub use device::{
     DeviceApproveRequest, DeviceCodeRequest, DeviceCodeResponse, DeviceTokenRequest,
     DeviceTokenResponse, OAuthError, DEVICE_CODE_GRANT_TYPE,
 };
 pub use error::{ErrorCode, FieldError, Problem};
+pub use webhooks::{
+    CreateWebhookRequest, CreatedWebhook, DeliveryAttemptView, DeliveryList, DeliveryStatus,
+    DeliveryView, GithubLeak, GithubLeakLabel, LeakLabel, LeakReportRequest, LeakReportResponse,
+    WebhookList, WebhookView,
+};
 
 /// A string that must never be printed: passwords, API keys, access and refresh tokens.
 ///
@@ -492,10 +498,11 @@ pub struct AuditEventView {
     pub id: String,
     /// `user.registered`, `login.succeeded`, `login.failed`, `session.refresh_reuse_detected`,
     /// `session.logout`, `user.password_changed`, `key.created`, `key.rotated`, `key.revoked`,
-    /// `device.approved`, `device.denied`, `user.disabled`, `user.enabled`.
+    /// `device.approved`, `device.denied`, `user.disabled`, `user.enabled`, `key.leaked`.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The user who acted (`usr_…`), or `operator` for the operator's commands.
+    /// The user who acted (`usr_…`), `operator` for the operator's commands, or
+    /// `leak_report` for a leak report (`key.leaked`).
     pub actor: String,
     /// The user the event is about.
     pub user_id: Option<String>,

@@ -40,6 +40,67 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub usage: UsageSettings,
     pub gateway: GatewaySettings,
+    pub webhooks: WebhookSettings,
+    pub leaks: LeakSettings,
+}
+
+/// Webhook delivery (SPEC §4 "Webhooks", SECURITY.md "Webhooks").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// How often each instance looks for due deliveries.
+    pub poll_interval_ms: u64,
+    /// How long a receiver may take to answer an attempt.
+    pub timeout_seconds: u64,
+    /// Deliver to targets that resolve to loopback, private, link-local or unspecified
+    /// addresses. Off by default: a user's webhook must not reach the server's own network
+    /// (SSRF). Turn it on only where every user is trusted, or for tests.
+    pub allow_private_targets: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1_000,
+            timeout_seconds: 10,
+            allow_private_targets: false,
+        }
+    }
+}
+
+/// Leak reports (SPEC §4 "Leak reports").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeakSettings {
+    /// Revoke a reported live key at once.
+    pub auto_revoke: bool,
+    /// The keys GitHub signs its secret-scanning reports with, as its
+    /// `/meta/public_keys/secret_scanning` lists them. None: `/v1/leaks/github` refuses all.
+    pub github_public_keys: Vec<GithubPublicKeySettings>,
+}
+
+impl Default for LeakSettings {
+    fn default() -> Self {
+        Self {
+            auto_revoke: true,
+            github_public_keys: Vec::new(),
+        }
+    }
+}
+
+/// `{key_identifier = "…", key = "-----BEGIN PUBLIC KEY-----…"}`: a PEM SPKI ECDSA P-256 key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubPublicKeySettings {
+    pub key_identifier: String,
+    pub key: String,
+}
+
+/// A GitHub secret-scanning key, parsed.
+#[derive(Debug, Clone)]
+pub struct GithubPublicKey {
+    pub key_identifier: String,
+    pub key: p256::ecdsa::VerifyingKey,
 }
 
 /// A list, or one string of comma-separated items (as an environment variable gives it).
@@ -103,6 +164,8 @@ pub struct RateLimitSettings {
     /// Wrong device user codes entered from one client address (on top of the 10 per user
     /// per 10 minutes the device flow keeps in the database).
     pub device_entry_failures_per_address: Rate,
+    /// Leak reports (`POST /v1/leaks`, no credential) from one client address.
+    pub leak_reports_per_address: Rate,
 }
 
 impl Default for RateLimitSettings {
@@ -116,13 +179,14 @@ impl Default for RateLimitSettings {
             device_per_address: Rate::new(30, 600),
             verify_failures_per_address: Rate::new(300, 60),
             device_entry_failures_per_address: Rate::new(20, 600),
+            leak_reports_per_address: Rate::new(30, 60),
         }
     }
 }
 
 impl RateLimitSettings {
     /// Every per-route rate with its dotted name.
-    pub fn rates(&self) -> [(&'static str, Rate); 7] {
+    pub fn rates(&self) -> [(&'static str, Rate); 8] {
         [
             ("rate_limits.login_per_account", self.login_per_account),
             ("rate_limits.login_per_address", self.login_per_address),
@@ -139,6 +203,10 @@ impl RateLimitSettings {
             (
                 "rate_limits.device_entry_failures_per_address",
                 self.device_entry_failures_per_address,
+            ),
+            (
+                "rate_limits.leak_reports_per_address",
+                self.leak_reports_per_address,
             ),
         ]
     }
@@ -299,6 +367,8 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             usage: UsageSettings::default(),
             gateway: GatewaySettings::default(),
+            webhooks: WebhookSettings::default(),
+            leaks: LeakSettings::default(),
         }
     }
 }
@@ -366,6 +436,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `None` when no gateway is configured.
     pub gateway: Option<GatewayConfig>,
+    /// `leaks.github_public_keys`, parsed.
+    pub github_public_keys: Vec<GithubPublicKey>,
     pub settings: Settings,
 }
 
@@ -531,7 +603,19 @@ impl Config {
             settings.keys.checksum,
         )
         .map_err(|e| ConfigError(e.to_string()))?;
-        let ranges: [(&str, i64, i64, i64); 16] = [
+        let ranges: [(&str, i64, i64, i64); 18] = [
+            (
+                "webhooks.poll_interval_ms",
+                settings.webhooks.poll_interval_ms as i64,
+                10,
+                60_000,
+            ),
+            (
+                "webhooks.timeout_seconds",
+                settings.webhooks.timeout_seconds as i64,
+                1,
+                60,
+            ),
             (
                 "gateway.timeout_seconds",
                 settings.gateway.timeout_seconds as i64,
@@ -666,7 +750,9 @@ impl Config {
         }
         let trusted_proxies = parse_trusted_proxies(&settings.trusted_proxies)?;
         let gateway = GatewayConfig::from_settings(&settings.gateway).map_err(ConfigError)?;
+        let github_public_keys = parse_github_keys(&settings.leaks.github_public_keys)?;
         Ok(Self {
+            github_public_keys,
             trusted_proxies,
             listen,
             gateway,
@@ -686,6 +772,37 @@ impl Config {
             settings,
         })
     }
+}
+
+/// `leaks.github_public_keys`: each a non-empty identifier and a PEM SPKI P-256 key.
+fn parse_github_keys(
+    items: &[GithubPublicKeySettings],
+) -> Result<Vec<GithubPublicKey>, ConfigError> {
+    use p256::pkcs8::DecodePublicKey as _;
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let name = format!("leaks.github_public_keys[{index}]");
+            let identifier = item.key_identifier.trim();
+            if identifier.is_empty() || identifier.len() > 256 {
+                return Err(ConfigError(format!(
+                    "{name}.key_identifier: must be 1 to 256 characters"
+                )));
+            }
+            let key =
+                p256::ecdsa::VerifyingKey::from_public_key_pem(item.key.trim()).map_err(|_| {
+                    ConfigError(format!(
+                        "{name}.key: not a PEM public key (-----BEGIN PUBLIC KEY-----) of \
+                         ECDSA P-256, as GitHub's /meta/public_keys/secret_scanning lists them"
+                    ))
+                })?;
+            Ok(GithubPublicKey {
+                key_identifier: identifier.to_owned(),
+                key,
+            })
+        })
+        .collect()
 }
 
 /// `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
@@ -886,6 +1003,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("limits.password_hash_queue"), "{err}");
+    }
+
+    #[test]
+    fn webhook_and_leak_settings_are_checked() {
+        use p256::pkcs8::EncodePublicKey as _;
+        let (config, _) = load("", &[]).unwrap();
+        assert!(!config.settings.webhooks.allow_private_targets);
+        assert!(config.settings.leaks.auto_revoke);
+        assert!(config.github_public_keys.is_empty());
+        let err = load("[webhooks]\npoll_interval_ms = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("webhooks.poll_interval_ms"), "{err}");
+        let err = load("", &[("KEYWARD_WEBHOOKS__TIMEOUT_SECONDS", "600")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("webhooks.timeout_seconds"), "{err}");
+        let signing = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let pem = signing
+            .verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap();
+        let toml =
+            format!("[[leaks.github_public_keys]]\nkey_identifier = \"k1\"\nkey = '''\n{pem}'''\n");
+        let (config, _) = load(&toml, &[]).unwrap();
+        assert_eq!(config.github_public_keys.len(), 1);
+        assert_eq!(config.github_public_keys[0].key_identifier, "k1");
+        let err = load(
+            "[[leaks.github_public_keys]]\nkey_identifier = \"k1\"\nkey = \"nope\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("leaks.github_public_keys[0].key"), "{err}");
+        let err = load(
+            &format!("[[leaks.github_public_keys]]\nkey_identifier = \"\"\nkey = '''\n{pem}'''\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("leaks.github_public_keys[0].key_identifier"),
+            "{err}"
+        );
+        let err = load("[leaks]\ngithub_public_keys = [{ key = \"x\" }]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("leaks.github_public_keys"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod throttle;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,8 +33,9 @@ use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use keyward_core::{
-    AccountService, Clock, DeviceService, DeviceSettings, KeyService, KeySettings, PasswordHasher,
-    PasswordHasherConfig, SessionConfig, TokenSigner, UsageService, UsageSettings,
+    AccountService, Clock, DeviceService, DeviceSettings, KeyService, KeySettings, LeakService,
+    PasswordHasher, PasswordHasherConfig, SessionConfig, TokenSigner, UsageService, UsageSettings,
+    WebhookService,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -53,6 +55,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::service::router())
         .merge(routes::usage::router())
         .merge(routes::audit::router())
+        .merge(routes::webhooks::router())
+        .merge(routes::leaks::router())
         // The `RateLimit-*` headers of answers to keys with a rate limit.
         .layer(axum::middleware::from_fn(keylimits::headers))
         .nest("/console", console::router())
@@ -116,6 +120,15 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         )
         .with_rate_limiter(limiter),
     );
+    let webhooks = Arc::new(WebhookService::new(store.clone(), clock.clone()));
+    keys.set_webhooks(webhooks.clone());
+    let leaks = Arc::new(LeakService::new(
+        store.clone(),
+        clock.clone(),
+        keys.clone(),
+        webhooks.clone(),
+        settings.leaks.auto_revoke,
+    ));
     let device = Arc::new(DeviceService::new(
         store.clone(),
         clock.clone(),
@@ -163,6 +176,8 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         keys,
         device,
         usage,
+        webhooks,
+        leaks,
         store,
         metrics,
         config: Arc::new(config),
@@ -275,6 +290,17 @@ async fn serve(
     // once no request can add to it any more, and before the store closes.
     let (stop_usage, usage_stopped) = watch::channel(false);
     let usage_writer = tokio::spawn(state.usage.clone().run(usage_stopped));
+    // The webhook dispatcher: stopped after the listeners, so events of the last requests
+    // are queued; what it has not sent waits in the database for the next instance.
+    let (stop_webhooks, webhooks_stopped) = watch::channel(false);
+    let dispatcher = tokio::spawn(
+        webhooks::Dispatcher::new(
+            state.webhooks.clone(),
+            state.metrics.clone(),
+            &state.config.settings.webhooks,
+        )
+        .run(webhooks_stopped),
+    );
     // One signal stops both listeners; each lets its requests in flight finish.
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
@@ -309,6 +335,24 @@ async fn serve(
     let (api, gateway): (std::io::Result<()>, anyhow::Result<()>) = tokio::join!(api, gateway);
     let result = api.context("serving HTTP").and(gateway);
     flusher.abort();
+    let _ = stop_webhooks.send(true);
+    // Attempts in flight finish within the delivery timeout; past it they are dropped, and
+    // their leases let another instance (or the next start) retry them.
+    let webhook_grace = Duration::from_secs(
+        state
+            .config
+            .settings
+            .webhooks
+            .timeout_seconds
+            .saturating_add(1),
+    );
+    let dispatcher_abort = dispatcher.abort_handle();
+    if tokio::time::timeout(webhook_grace, dispatcher)
+        .await
+        .is_err()
+    {
+        dispatcher_abort.abort();
+    }
     let _ = stop_usage.send(true);
     if let Err(error) = usage_writer.await {
         tracing::error!(%error, "usage writer task failed");

@@ -35,6 +35,7 @@ pub struct Metrics {
     durations: Family<RouteLabels, Histogram>,
     verifications: Family<OutcomeLabels, Counter>,
     usage_events_dropped: Counter,
+    webhook_attempts: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,8 +149,15 @@ impl Metrics {
             "Usage events dropped because the metering queue was full",
             usage_events_dropped.clone(),
         );
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by what they led to: delivered (2xx), retrying (another attempt is scheduled), failed (the last attempt failed)",
+            webhook_attempts.clone(),
+        );
         Self {
             registry,
+            webhook_attempts,
             usage_events_dropped,
             requests,
             durations,
@@ -175,6 +183,13 @@ impl Metrics {
 
     pub fn verification(&self, outcome: &'static str) {
         self.verifications
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// One webhook attempt, recorded: `delivered`, `retrying` or `failed`.
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhook_attempts
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, device, keys, service, usage};
+use crate::routes::{audit, auth, device, keys, leaks, service, usage, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,10 +15,12 @@ use crate::routes::{audit, auth, device, keys, service, usage};
         keys::create, keys::list, keys::get_one, keys::revoke, keys::rotate, keys::verify,
         usage::usage,
         audit::audit,
+        webhooks::create, webhooks::list, webhooks::remove, webhooks::deliveries,
+        leaks::report, leaks::github,
         service::healthz, service::readyz, service::metrics, service::openapi, service::jwks,
     ),
     modifiers(&BearerAuth, &BodyErrors, &ProblemContentType),
-    tags((name = "auth"), (name = "device"), (name = "keys"), (name = "usage"), (name = "audit"), (name = "service"))
+    tags((name = "auth"), (name = "device"), (name = "keys"), (name = "usage"), (name = "audit"), (name = "webhooks"), (name = "leaks"), (name = "service"))
 )]
 struct ApiDoc;
 

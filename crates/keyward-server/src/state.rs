@@ -7,7 +7,8 @@ use keyward_core::store::Store;
 use std::time::Duration;
 
 use keyward_core::{
-    AccountService, DeviceService, KeyId, KeyService, TenantId, UsageOutcome, UsageService,
+    AccountService, DeviceService, KeyId, KeyService, LeakService, TenantId, UsageOutcome,
+    UsageService, WebhookService,
 };
 
 use crate::config::Config;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub keys: Arc<KeyService>,
     pub device: Arc<DeviceService>,
     pub usage: Arc<UsageService>,
+    pub webhooks: Arc<WebhookService>,
+    pub leaks: Arc<LeakService>,
     /// Only for `/readyz`'s ping.
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,

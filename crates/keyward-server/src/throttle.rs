@@ -290,6 +290,8 @@ pub struct Throttles {
     register: Limiter<IpAddr>,
     refresh: Limiter<IpAddr>,
     device: Limiter<IpAddr>,
+    /// Leak reports (`POST /v1/leaks`) per address.
+    leak_reports: Limiter<IpAddr>,
     verify: FailureGate<IpAddr, IpAddr>,
     /// Wrong device user codes per address; spent, it blocks the address's code entries.
     device_entry: FailureGate<IpAddr, IpAddr>,
@@ -305,6 +307,7 @@ impl Throttles {
             register: Limiter::new(settings.register_per_address),
             refresh: Limiter::new(settings.refresh_per_address),
             device: Limiter::new(settings.device_per_address),
+            leak_reports: Limiter::new(settings.leak_reports_per_address),
             verify: FailureGate::new(settings.verify_failures_per_address),
             device_entry: FailureGate::new(settings.device_entry_failures_per_address),
             last_early_prune: Mutex::new(Instant::now()),
@@ -348,6 +351,11 @@ impl Throttles {
         self.take(&self.device, ip)
     }
 
+    /// A leak report from `ip` (`POST /v1/leaks`, which needs no credential).
+    pub fn leak_report(&self, ip: IpAddr) -> Result<(), CoreError> {
+        self.take(&self.leak_reports, ip)
+    }
+
     /// Before a key is checked: refused while the address is blocked for failed checks.
     pub fn check_verify(&self, ip: IpAddr) -> Result<(), CoreError> {
         if !self.enabled {
@@ -385,6 +393,7 @@ impl Throttles {
         self.register.prune();
         self.refresh.prune();
         self.device.prune();
+        self.leak_reports.prune();
         self.verify.prune();
         self.device_entry.prune();
     }
@@ -396,6 +405,7 @@ impl Throttles {
             + self.register.limiter.len()
             + self.refresh.limiter.len()
             + self.device.limiter.len()
+            + self.leak_reports.limiter.len()
             + self.verify.budget.limiter.len()
     }
 

@@ -56,7 +56,7 @@ async fn a_full_flow_logs_no_secret() {
 
 async fn full_flow_logs_no_secret(backend: Backend, captured: &Captured) {
     captured.0.lock().unwrap().clear();
-    let app = spawn_app_on(backend, |_| {}).await;
+    let app = spawn_app_on(backend, webhook_settings).await;
     let mut secrets: Vec<String> = vec![PASSWORD.to_owned()];
     let account = app.register("logs@example.com").await;
     secrets.push(account.access_token.clone());
@@ -116,6 +116,47 @@ async fn full_flow_logs_no_secret(backend: Backend, captured: &Captured) {
         .expect(201)
         .clone();
     secrets.push(rotated["key"].as_str().unwrap().to_owned());
+    // A webhook's secret and its deliveries' signatures (the first attempt fails, so the
+    // retry path logs too); a leak report of a live key, and of one with a bad checksum.
+    let hooks = receiver(&[500]).await;
+    let webhook = app
+        .create_webhook(
+            &account,
+            &hooks.url,
+            &["key.created", "key.leaked", "key.revoked"],
+        )
+        .await;
+    secrets.push(webhook["secret"].as_str().unwrap().to_owned());
+    let leaked = app.create_key(&account, json!({"name": "leaked"})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secrets.push(leaked.clone());
+    let reply = app
+        .post(
+            "/v1/leaks",
+            Auth::None,
+            json!({"key": leaked, "url": "https://example.com/x"}),
+        )
+        .await;
+    assert_eq!(reply.expect(200)["label"], "true_positive");
+    let unknown = format!("{}AAAAAA", &leaked[..leaked.len() - 6]);
+    secrets.push(unknown.clone());
+    app.post("/v1/leaks", Auth::None, json!({"key": unknown}))
+        .await
+        .expect(200);
+    hooks.wait_for(3).await;
+    app.deliveries_until(&account, webhook["id"].as_str().unwrap(), |list| {
+        list.len() == 3
+            && list
+                .iter()
+                .all(|d| !d["attempts"].as_array().unwrap().is_empty())
+    })
+    .await;
+    app.clock.advance(5);
+    for delivery in hooks.wait_for(4).await {
+        secrets.push(delivery.header("webhook-signature")["v1,".len()..].to_owned());
+    }
     // Refused credentials are logged as refused, never by value.
     app.get("/v1/auth/me", Auth::Bearer(&secret))
         .await

@@ -1873,3 +1873,6 @@ impl Store for SqlStore {
         self.spawn_key_watch(cache)
     }
 }
+
+// Webhooks: their own file, the same rules.
+include!("sql_webhooks.rs");

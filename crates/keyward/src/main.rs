@@ -107,6 +107,12 @@ enum Command {
         In the chart, █ (green) is succeeded, ▒ (red) failed and ░ in flight; colour only on a \
         terminal, and never when NO_COLOR is set.")]
     Usage(cli::usage::UsageArgs),
+    /// Find Keyward keys in files (a pre-commit or CI check) and tell, or report, the live ones
+    #[command(after_help = "Examples:\n  \
+        keyward leaks check .                  # exit status 1 when a live key is found\n  \
+        keyward leaks check src/ --json\n  \
+        keyward leaks check . --report         # live keys are revoked by the server")]
+    Leaks(cli::leaks::LeaksArgs),
     /// Operator commands, run on the server's machine against its database (same --config,
     /// KEYWARD_* variables and --database-url as `serve`): disable or enable a user, rotate
     /// the token signing key
@@ -155,6 +161,7 @@ fn main() -> ExitCode {
         Command::Whoami(args) => cli::run(cli::auth::whoami(args)),
         Command::Keys(args) => cli::run(cli::keys::run(args)),
         Command::Usage(args) => cli::run(cli::usage::run(args)),
+        Command::Leaks(args) => cli::run(cli::leaks::run(args)),
         Command::Admin(args) => cli::admin::run(args),
     }
 }

@@ -705,6 +705,7 @@ fn help_shows_examples_for_each_client_command() {
         &["keys", "disable", "--help"],
         &["keys", "enable", "--help"],
         &["usage", "--help"],
+        &["leaks", "check", "--help"],
     ] {
         let output = keyward().args(args).output().unwrap();
         let text = String::from_utf8_lossy(&output.stdout);
@@ -1102,4 +1103,158 @@ fn admin_rotate_signing_key_reads_the_servers_config_and_retires_the_old_key() {
     let bad = dir.path().join("bad.toml");
     let run = admin(&["rotate-signing-key", "--config", bad.to_str().unwrap()]).failed(2);
     assert!(run.stderr.contains("nope"), "{}", run.stderr);
+}
+
+/// Random base62 strings of a key's exact shape (prefix and length), none with a valid
+/// checksum: what `leaks check` must not report.
+fn lookalikes(count: usize) -> String {
+    use std::fmt::Write as _;
+    let format = keyward_core::KeyFormat::default();
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut text = String::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut written = 0;
+    while written < count {
+        let mut candidate = String::from("kw_");
+        for _ in 0..38 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            candidate.push(alphabet[(seed % 62) as usize] as char);
+        }
+        if format.matches(&candidate) {
+            continue;
+        }
+        writeln!(text, "token = \"{candidate}\"").unwrap();
+        written += 1;
+    }
+    text
+}
+
+#[test]
+fn leaks_check_finds_keys_by_checksum_and_tells_the_live_ones() {
+    let server = Server::start();
+    let session = server.register("gil@example.com");
+    let live = block_on(session.create_key(keyward_client::CreateKeyRequest {
+        name: "leaky".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let live_key = live.key.expose().to_owned();
+    let revoked = block_on(session.create_key(keyward_client::CreateKeyRequest {
+        name: "old".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    block_on(session.revoke_key(&revoked.view.id)).unwrap();
+    let dead_key = revoked.key.expose().to_owned();
+
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::create_dir_all(root.join("node_modules/pkg")).unwrap();
+    std::fs::write(root.join("src/noise.txt"), lookalikes(500)).unwrap();
+    std::fs::write(
+        root.join("src/config.env"),
+        format!("# settings\nKEYWARD_API_KEY={live_key}\nOLD={dead_key}\n"),
+    )
+    .unwrap();
+    // Skipped: .git, node_modules and binary files.
+    std::fs::write(root.join(".git/config"), &live_key).unwrap();
+    std::fs::write(root.join("node_modules/pkg/x.js"), &live_key).unwrap();
+    let mut binary = vec![0u8, 1, 2];
+    binary.extend_from_slice(live_key.as_bytes());
+    std::fs::write(root.join("src/blob.bin"), binary).unwrap();
+
+    let user = User::new(&server);
+    let root_arg = root.to_str().unwrap();
+
+    // Random strings of the right shape alone: nothing found, exit 0.
+    let run = user
+        .run(&[
+            "leaks",
+            "check",
+            root.join("src/noise.txt").to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        run.stdout.contains("no Keyward key found"),
+        "{}",
+        run.stdout
+    );
+
+    // The live key and the revoked one, each once, masked; exit 1 for the live one.
+    let run = user.run(&["leaks", "check", root_arg]).failed(1);
+    assert!(!run.stdout.contains(&live_key) && !run.stderr.contains(&live_key));
+    assert!(!run.stdout.contains(&dead_key));
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert!(lines[0].contains("config.env:2:"), "{}", lines[0]);
+    assert!(
+        lines[0].contains(&live_key[..8]) && lines[0].ends_with("LIVE"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("config.env:3:") && lines[1].ends_with("not live"),
+        "{}",
+        lines[1]
+    );
+    assert!(run.stderr.contains("1 live key found"), "{}", run.stderr);
+
+    let run = user.run(&["leaks", "check", root_arg, "--json"]).failed(1);
+    let findings = run.json();
+    let findings = findings.as_array().unwrap();
+    assert_eq!(findings.len(), 2);
+    assert_eq!(findings[0]["line"], 2);
+    assert_eq!(findings[0]["live"], true);
+    assert_eq!(findings[1]["live"], false);
+    assert!(findings[0]["masked"].as_str().unwrap().contains('…'));
+
+    // A deployment's own format: no key of that shape here.
+    user.run(&[
+        "leaks",
+        "check",
+        root_arg,
+        "--prefix",
+        "ax_",
+        "--alphabet",
+        "hex",
+        "--length",
+        "48",
+        "--no-checksum",
+    ])
+    .ok();
+
+    // --report: the live key is revoked by the server; it is still exit 1 (it was live).
+    let run = user
+        .run(&["leaks", "check", root_arg, "--report"])
+        .failed(1);
+    assert!(
+        run.stdout.contains("reported and revoked"),
+        "{}",
+        run.stdout
+    );
+    let answer = block_on(
+        Client::builder(&server.url)
+            .build()
+            .unwrap()
+            .verify_key(&live_key, &[]),
+    )
+    .unwrap();
+    assert_eq!(answer.code, VerifyCode::Revoked);
+    // Now nothing is live.
+    user.run(&["leaks", "check", root_arg]).ok();
+
+    // Bad usage.
+    user.run(&["leaks", "check"]).failed(2);
+    let run = user
+        .run(&["leaks", "check", root.join("missing").to_str().unwrap()])
+        .failed(1);
+    assert!(run.stderr.contains("no such file"), "{}", run.stderr);
+    let run = user
+        .run(&["leaks", "check", root_arg, "--length", "8"])
+        .failed(1);
+    assert!(run.stderr.contains("key format"), "{}", run.stderr);
 }

@@ -300,13 +300,18 @@ fn verifying_a_cached_key_runs_no_sql_and_writes_nothing() {
         .collect();
     eprintln!("statements during 100 verifies and 100 gateway requests: {changed:?}");
     for (name, delta) in &changed {
-        // What runs anyway, on timers: the key-change feed's polls and heartbeats, and the
-        // usage writer's batches. Nothing else, and nothing on api_keys.
+        // What runs anyway, on timers: the key-change feed's polls and heartbeats, the
+        // usage writer's batches, and the webhook dispatcher's polls (due deliveries, the
+        // `key.expiring` scan from the subscribed webhooks, the pruning of old deliveries).
+        // Nothing else, and nothing on api_keys.
         let background = [
             "SELECT key_changes",
             "UPDATE instances",
             "INSERT usage_daily",
             "SELECT key_change_counter",
+            "SELECT webhook_deliveries",
+            "SELECT webhooks",
+            "DELETE webhook_deliveries",
         ];
         assert!(
             background.contains(&name.as_str()),

@@ -4,8 +4,10 @@ pub mod audit;
 pub mod auth;
 pub mod device;
 pub mod keys;
+pub mod leaks;
 pub mod service;
 pub mod usage;
+pub mod webhooks;
 
 use keyward_core::store::{ApiKeyRecord, TenantRecord, UserRecord};
 use keyward_core::KeyService;

@@ -17,6 +17,7 @@ struct Party {
     account: Account,
     key_id: String,
     key: String,
+    webhook_id: String,
 }
 
 impl Party {
@@ -40,10 +41,19 @@ async fn party(app: &TestApp, account: Account) -> Party {
     let created = app
         .create_key(&account, json!({"name": "admin", "scopes": ["admin"]}))
         .await;
+    // An event nothing fires here, so no delivery is attempted.
+    let webhook = app
+        .create_webhook(
+            &account,
+            "https://hooks.example.com/keyward",
+            &["credits.low"],
+        )
+        .await;
     Party {
         account,
         key_id: created["id"].as_str().unwrap().to_owned(),
         key: created["key"].as_str().unwrap().to_owned(),
+        webhook_id: webhook["id"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -132,6 +142,9 @@ async fn database_dump(app: &TestApp) -> Vec<String> {
         "SELECT id || ' ' || tenant_id || ' ' || email || ' ' || password_hash FROM users \
          ORDER BY id",
         "SELECT id || ' ' || name FROM tenants ORDER BY id",
+        "SELECT id || ' ' || tenant_id || ' ' || user_id || ' ' || url || ' ' || events \
+         FROM webhooks ORDER BY id",
+        "SELECT id || ' ' || webhook_id || ' ' || status FROM webhook_deliveries ORDER BY id",
     ] {
         dump.push(format!("-- {sql}"));
         dump.extend(app.sql_strings(sql).await);
@@ -167,7 +180,13 @@ const ID_ROUTES: &[(&str, &str, Option<&str>)] = &[
         "/v1/keys/{id}/rotate",
         Some(r#"{"grace_period_seconds": 60}"#),
     ),
+    ("delete", "/v1/webhooks/{id}", None),
+    ("get", "/v1/webhooks/{id}/deliveries", None),
 ];
+
+/// Routes of [`ID_ROUTES`] that only a session may call: an API key gets 403
+/// `session_required` before any lookup, so it learns nothing of the id either.
+const SESSION_ONLY: &[&str] = &["/v1/webhooks/{id}", "/v1/webhooks/{id}/deliveries"];
 
 /// Every `/v1` operation with a query parameter that names an object (`…_id`).
 const ID_QUERIES: &[(&str, &str, &str)] = &[("get", "/v1/usage", "key_id")];
@@ -176,6 +195,7 @@ const ID_QUERIES: &[(&str, &str, &str)] = &[("get", "/v1/usage", "key_id")];
 fn victim_object(path: &str, parameter: &str, cast: &Cast) -> String {
     match (path.starts_with("/v1/keys/"), parameter) {
         (true, "id") => cast.ada.key_id.clone(),
+        (false, "id") if path.starts_with("/v1/webhooks/") => cast.ada.webhook_id.clone(),
         _ => panic!("{path}: say which of the victim's objects {{{parameter}}} names"),
     }
 }
@@ -258,15 +278,22 @@ async fn every_route_that_takes_an_id_is_404_for_another_tenants_or_users_object
                 for body in bodies {
                     let verb = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
                     let reply = app.send(verb, &concrete, auth, body).await;
+                    let (status, code) = if credential == "admin key" && SESSION_ONLY.contains(path)
+                    {
+                        (403, "session_required")
+                    } else {
+                        (404, "not_found")
+                    };
                     assert_eq!(
                         reply.status.as_u16(),
-                        404,
+                        status,
                         "{method} {path} by {relation} with a {credential}: {}",
                         reply.text
                     );
-                    reply.expect_problem(404, "not_found");
+                    reply.expect_problem(status, code);
                     assert!(
-                        !reply.text.contains(&cast.ada.key_id[4..]),
+                        !reply.text.contains(&cast.ada.key_id[4..])
+                            && !reply.text.contains(&cast.ada.webhook_id[4..]),
                         "{}",
                         reply.text
                     );
@@ -297,6 +324,16 @@ async fn every_route_that_takes_an_id_is_404_for_another_tenants_or_users_object
                 .map(|k| k["id"].as_str().unwrap())
                 .collect();
             assert_eq!(ids, [attacker.key_id.as_str()], "{relation}'s list");
+            if credential == "session" {
+                let listed = app.get("/v1/webhooks", auth).await;
+                let ids: Vec<&str> = listed.expect(200)["webhooks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w["id"].as_str().unwrap())
+                    .collect();
+                assert_eq!(ids, [attacker.webhook_id.as_str()], "{relation}'s webhooks");
+            }
         }
     }
     assert_eq!(exercised, templated, "every templated route was called");
@@ -312,6 +349,9 @@ async fn every_route_that_takes_an_id_is_404_for_another_tenants_or_users_object
     // `victim_key` and through usage), so the 404s above were the attackers'.
     assert_eq!(victim_key(&app, &cast).await, key);
     assert_eq!(app.verify(&cast.ada.key, None).await["code"], "VALID");
+    let ada_session = Auth::Bearer(&cast.ada.account.access_token);
+    let deliveries = format!("/v1/webhooks/{}/deliveries", cast.ada.webhook_id);
+    app.get(&deliveries, ada_session).await.expect(200);
     let usage = format!("/v1/usage?key_id={}", cast.ada.key_id);
     for (_, auth) in cast.ada.credentials() {
         app.get(&usage, auth).await.expect(200);
@@ -338,6 +378,11 @@ const OAUTH_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/auth/device/code"),
     ("post", "/v1/auth/device/token"),
 ];
+
+/// GitHub's secret-scanning endpoint: its body is GitHub's JSON array (not an object), whose
+/// signature is checked before anything is read, and whose items may gain fields GitHub adds.
+/// `leaks.rs` tests it; nothing in it names an object to assign.
+const SIGNED_ROUTES: &[(&str, &str)] = &[("post", "/v1/leaks/github")];
 
 /// What a valid request to each JSON-body route looks like, for a caller that is Ada. A route
 /// added with a JSON body fails the walk until it has a row here.
@@ -379,6 +424,12 @@ impl ValidRequests {
             ("post", "/v1/keys") => (json!({"name": "assigned"}), session),
             ("post", "/v1/keys/{id}/rotate") => (json!({}), session),
             ("post", "/v1/keys/verify") => (json!({"key": self.key}), Auth::None),
+            ("post", "/v1/webhooks") => (
+                json!({"url": "https://hooks.example.com/new", "events": ["credits.low"]}),
+                session,
+            ),
+            // A key that is not live: reporting Ada's would revoke it.
+            ("post", "/v1/leaks") => (json!({"key": "kw_not_a_live_key"}), Auth::None),
             _ => return None,
         };
         Some((path.replace("{id}", &self.key_id), body, auth))
@@ -389,6 +440,8 @@ impl ValidRequests {
 /// none spoils a later one: the logout last.
 const CONTROL_ORDER: &[(&str, &str, u16)] = &[
     ("post", "/v1/keys/verify", 200),
+    ("post", "/v1/leaks", 200),
+    ("post", "/v1/webhooks", 201),
     ("post", "/v1/keys", 201),
     ("post", "/v1/keys/{id}/rotate", 201),
     ("post", "/v1/auth/device/approve", 204),
@@ -426,7 +479,9 @@ async fn unknown_fields_in_every_json_body_are_422_and_nothing_is_written() {
             if operation["requestBody"]["content"]["application/json"].is_null() {
                 continue;
             }
-            if OAUTH_ROUTES.contains(&(method.as_str(), path.as_str())) {
+            if OAUTH_ROUTES.contains(&(method.as_str(), path.as_str()))
+                || SIGNED_ROUTES.contains(&(method.as_str(), path.as_str()))
+            {
                 continue;
             }
             let Some((concrete, body, auth)) = valid.request(method, path) else {

@@ -163,6 +163,7 @@ pub fn generous_rate_limits() -> keyward_server::config::RateLimitSettings {
         device_per_address: generous,
         verify_failures_per_address: generous,
         device_entry_failures_per_address: generous,
+        leak_reports_per_address: generous,
     }
 }
 
@@ -487,4 +488,136 @@ pub async fn login_form_csrf(app: &TestApp, browser: &reqwest::Client) -> String
     let marker = r#"name="csrf" value=""#;
     let start = form.find(marker).expect("a CSRF field") + marker.len();
     form[start..start + form[start..].find('"').expect("value end")].to_owned()
+}
+
+// ---------------------------------------------------------------- webhooks
+
+/// Settings for tests that receive webhooks: targets on 127.0.0.1 allowed (the SSRF guard
+/// would refuse them), and a dispatcher that polls every 50 ms.
+pub fn webhook_settings(settings: &mut Settings) {
+    settings.webhooks.allow_private_targets = true;
+    settings.webhooks.poll_interval_ms = 50;
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a JSON payload")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header"))
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: records every request and answers the scripted statuses
+/// in order, then 200.
+pub struct Receiver {
+    pub url: String,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+pub async fn receiver(statuses: &[u16]) -> Receiver {
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let script = Arc::new(std::sync::Mutex::new(
+        statuses
+            .iter()
+            .copied()
+            .collect::<std::collections::VecDeque<u16>>(),
+    ));
+    let (log, answers) = (received.clone(), script.clone());
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
+        let (log, answers) = (log.clone(), answers.clone());
+        async move {
+            log.lock().unwrap().push(Received { headers, body });
+            let status = answers.lock().unwrap().pop_front().unwrap_or(200);
+            axum::http::StatusCode::from_u16(status).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver {
+        url: format!("http://{addr}/hooks"),
+        received,
+    }
+}
+
+impl Receiver {
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits (at most 15 s) until `count` requests came; returns them all.
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let got = self.received();
+            if got.len() >= count {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {count} deliveries, got {}: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl TestApp {
+    /// Creates a webhook for `account`; the create answer.
+    pub async fn create_webhook(&self, account: &Account, url: &str, events: &[&str]) -> Value {
+        self.post(
+            "/v1/webhooks",
+            Auth::Bearer(&account.access_token),
+            json!({"url": url, "events": events}),
+        )
+        .await
+        .expect(201)
+        .clone()
+    }
+
+    /// `GET /v1/webhooks/{id}/deliveries` as `account`, polled (at most 15 s) until `done`
+    /// holds for the list.
+    pub async fn deliveries_until(
+        &self,
+        account: &Account,
+        webhook_id: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let reply = self
+                .get(
+                    &format!("/v1/webhooks/{webhook_id}/deliveries"),
+                    Auth::Bearer(&account.access_token),
+                )
+                .await;
+            let list = reply.expect(200)["deliveries"]
+                .as_array()
+                .expect("deliveries")
+                .clone();
+            if done(&list) {
+                return list;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deliveries never came to the expected state: {list:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -71,6 +71,9 @@ macro_rules! suite {
         mod policies {
             include!("policies.rs");
         }
+        mod leaks {
+            include!("leaks.rs");
+        }
         mod service {
             include!("service.rs");
         }
@@ -79,6 +82,9 @@ macro_rules! suite {
         }
         mod usage {
             include!("usage.rs");
+        }
+        mod webhooks {
+            include!("webhooks.rs");
         }
     };
 }

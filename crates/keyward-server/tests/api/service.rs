@@ -179,6 +179,9 @@ async fn hostile_input_never_causes_a_server_error() {
         (Method::POST, "/v1/keys"),
         (Method::POST, "/v1/keys/verify"),
         (Method::POST, "/v1/keys/key_nope/rotate"),
+        (Method::POST, "/v1/webhooks"),
+        (Method::POST, "/v1/leaks"),
+        (Method::POST, "/v1/leaks/github"),
     ];
     for (method, path) in routes {
         for body in &bodies {
@@ -360,6 +363,12 @@ async fn openapi_covers_every_route() {
         ("/v1/keys/verify", "post"),
         ("/v1/usage", "get"),
         ("/v1/audit", "get"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks/{id}", "delete"),
+        ("/v1/webhooks/{id}/deliveries", "get"),
+        ("/v1/leaks", "post"),
+        ("/v1/leaks/github", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -1,4 +1,4 @@
-//! The client commands (`login`, `logout`, `whoami`, `keys …`, `usage`): glue over
+//! The client commands (`login`, `logout`, `whoami`, `keys …`, `usage`, `leaks check`): glue over
 //! `keyward-client`.
 //!
 //! Every command resolves its [`Context`] the same way: the URL from `--url`, else
@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod keys;
+pub mod leaks;
 mod output;
 pub mod usage;
 
