@@ -1212,6 +1212,15 @@ fn leaks_check_finds_keys_by_checksum_and_tells_the_live_ones() {
     assert_eq!(findings[1]["live"], false);
     assert!(findings[0]["masked"].as_str().unwrap().contains('…'));
 
+    // A key its owner disabled is still live: it can be enabled again.
+    let disable = keyward_client::UpdateKeyRequest {
+        enabled: Some(false),
+        ..Default::default()
+    };
+    block_on(session.update_key(&live.view.id, &disable)).unwrap();
+    let run = user.run(&["leaks", "check", root_arg, "--json"]).failed(1);
+    assert_eq!(run.json()[0]["live"], true, "{}", run.stdout);
+
     // A deployment's own format: no key of that shape here.
     user.run(&[
         "leaks",

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use keyward_client::VerifyCode;
 use keyward_core::{KeyAlphabet, KeyFormat};
 use serde::Serialize;
 
@@ -108,8 +109,14 @@ pub async fn run(args: LeaksArgs) -> Result<(), Failure> {
             continue;
         }
         let answer = client.check_key(key).await.map_err(|e| context.fail(e))?;
+        // Live: usable now, or once its owner enables it again or its limits refill. Only an
+        // unknown, expired or revoked key is harmless.
+        let is_live = !matches!(
+            answer.code,
+            VerifyCode::NotFound | VerifyCode::Expired | VerifyCode::Revoked
+        );
         let mut reported = None;
-        if answer.valid && check.report {
+        if is_live && check.report {
             let where_found = format!("{file}:{line}");
             let report = client
                 .report_leak(key, Some(&where_found))
@@ -117,7 +124,7 @@ pub async fn run(args: LeaksArgs) -> Result<(), Failure> {
                 .map_err(|e| context.fail(e))?;
             reported = Some(report.label == keyward_client::LeakLabel::TruePositive);
         }
-        live.insert(key, (answer.valid, reported));
+        live.insert(key, (is_live, reported));
     }
     let findings: Vec<Finding> = found
         .iter()
