@@ -170,7 +170,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
     ));
     let metrics = Arc::new(metrics::Metrics::new(keys.cache().clone()));
     let throttles = Arc::new(throttle::Throttles::new(&settings.rate_limits));
-    Ok(AppState {
+    Ok(AppState::new(state::Services {
         throttles,
         accounts,
         keys,
@@ -181,7 +181,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> anyhow::Resul
         store,
         metrics,
         config: Arc::new(config),
-    })
+    }))
 }
 
 /// The default `public_url` is `http://<listen>`: with port 0 (tests, embedding) that must be
