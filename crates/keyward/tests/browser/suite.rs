@@ -310,6 +310,23 @@ impl Console {
         }
     }
 
+    /// Waits until `css` reads `expected`: after a click the old page may still be shown for
+    /// a moment, with its own heading.
+    async fn wait_for_text(&self, css: &str, expected: &str) {
+        let started = Instant::now();
+        loop {
+            let text = self.text(css).await;
+            if text == expected {
+                return;
+            }
+            assert!(
+                started.elapsed() < PAGE_WAIT,
+                "{css} reads {text:?}, not {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn source(&self) -> String {
         self.browser.source().await.unwrap()
     }
@@ -768,7 +785,7 @@ async fn a_device_login_is_approved_in_the_browser() {
     assert_eq!(console.text(".code-shown").await, code);
     console.screenshots("device-confirm").await;
     approve.click().await.unwrap();
-    assert_eq!(console.text("h1").await, "Device approved");
+    console.wait_for_text("h1", "Device approved").await;
     console.screenshots("device-approved").await;
 
     let output = cli.wait_with_output().unwrap();
@@ -811,7 +828,7 @@ async fn a_form_without_its_csrf_token_is_refused() {
     let left = console.browser.execute(strip_csrf, vec![]).await.unwrap();
     assert_eq!(left, json!(0));
     confirm.click().await.unwrap();
-    assert_eq!(console.text("h1").await, "Request refused");
+    console.wait_for_text("h1", "Request refused").await;
     assert!(console.source().await.contains("Nothing was changed"));
     console.screenshots("refused").await;
     console.server.with_key(&secret).me().await.unwrap();
@@ -827,7 +844,7 @@ async fn a_form_without_its_csrf_token_is_refused() {
         .click()
         .await
         .unwrap();
-    assert_eq!(console.text("h1").await, "Request refused");
+    console.wait_for_text("h1", "Request refused").await;
     let keys = owner.list_keys(true).await.unwrap();
     assert_eq!(keys.len(), 1, "no key was created");
     assert_eq!(keys[0].status, KeyStatus::Active, "the key was not revoked");
