@@ -41,7 +41,8 @@ pub async fn limiter(
     database_url: &str,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Arc<dyn KeyRateLimiter>> {
-    let shared_database = database_url.starts_with("postgres");
+    let shared_database =
+        keyward_store::Backend::of_url(database_url) == Some(keyward_store::Backend::Postgres);
     let choice = match (choice, redis_url) {
         (RateLimitStore::Auto, Some(_)) => RateLimitStore::Redis,
         (RateLimitStore::Auto, None) if shared_database => RateLimitStore::Database,
