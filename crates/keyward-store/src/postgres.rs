@@ -14,6 +14,11 @@ use crate::PoolSettings;
 type Db = Postgres;
 type DbRow = PgRow;
 
+/// How the multi-row statements of `sql.rs` write their `n`-th parameter (SQLite writes `?`).
+fn parameter(n: usize) -> String {
+    format!("${n}")
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The PostgreSQL implementation of every store trait.

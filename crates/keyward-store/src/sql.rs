@@ -389,11 +389,12 @@ where
 }
 
 /// Rows per multi-row statement. A statement's round trip costs more than its rows, so a
-/// batch of N rows runs N / 100 statements; 100 rows stay far below SQLite's 32 766 parameters.
+/// batch of N rows runs about N / 100 statements; 100 rows stay far below SQLite's 32 766
+/// parameters.
 const ROWS_PER_STATEMENT: usize = 100;
 
 /// The texts of one multi-row statement, one per row count, each built once and kept for the
-/// life of the process (at most [`ROWS_PER_STATEMENT`] short strings).
+/// life of the process.
 type StatementTexts = [std::sync::OnceLock<&'static str>; ROWS_PER_STATEMENT];
 
 /// The text for `rows` rows (1 to [`ROWS_PER_STATEMENT`]), made by `build` the first time.
@@ -406,10 +407,28 @@ fn statement_for(
         .get_or_init(|| Box::leak(build(rows).into_boxed_str()))
 }
 
-/// `$first, $first+1, …` for `count` parameters.
+/// `rows` cut into chunks of 100, then 10, then 1 rows: only three texts of each multi-row
+/// statement ever run, so each connection prepares and keeps three, not one per row count
+/// from 1 to 100 (a prepared 100-row statement holds a large program, and every connection
+/// kept up to a hundred of them).
+fn row_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let size = [ROWS_PER_STATEMENT, 10, 1]
+            .into_iter()
+            .find(|&size| rest.len() >= size)?;
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// `count` parameters numbered from `first`, written as the backend writes them (`$n` on
+/// PostgreSQL, `?` on SQLite: see `parameter`), so a text using it binds each parameter once,
+/// in order.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
-        .map(|n| format!("${n}"))
+        .map(parameter)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -1142,13 +1161,15 @@ impl KeyStore for SqlStore {
             // The database, not each instance's memory, keeps the once-a-minute promise: two
             // instances noting the same first use write it once.
             format!(
-                "UPDATE api_keys SET last_used_at = $1 \
-                 WHERE (last_used_at IS NULL OR last_used_at <= $1 - $2) AND id IN ({})",
+                "UPDATE api_keys SET last_used_at = {} \
+                 WHERE (last_used_at IS NULL OR last_used_at <= {}) AND id IN ({})",
+                parameter(1),
+                parameter(2),
                 placeholders(3, rows)
             )
         }
         let mut tx = self.begin().await?;
-        for chunk in uses.chunks(ROWS_PER_STATEMENT) {
+        for chunk in row_chunks(uses) {
             // The chunk's latest use stands for all of it: they were noted within one flush
             // interval (a second) of each other.
             let at = chunk
@@ -1158,7 +1179,7 @@ impl KeyStore for SqlStore {
                 .unwrap_or(Timestamp(0));
             let mut statement = query(statement_for(&TEXTS, chunk.len(), build))
                 .bind(at.seconds())
-                .bind(keyward_core::LAST_USED_RESOLUTION_SECONDS);
+                .bind(at.seconds() - keyward_core::LAST_USED_RESOLUTION_SECONDS);
             for (id, _) in chunk {
                 statement = statement.bind(id.as_str());
             }
@@ -1705,7 +1726,7 @@ impl UsageStore for SqlStore {
         // Each (tenant, key, day) once per call (the writer sums per key), as PostgreSQL
         // requires of the rows of one upsert.
         let mut tx = self.begin().await?;
-        for chunk in sorted.chunks(ROWS_PER_STATEMENT) {
+        for chunk in row_chunks(&sorted) {
             let mut statement = query(statement_for(&TEXTS, chunk.len(), build));
             for delta in chunk {
                 statement = statement
