@@ -318,6 +318,11 @@ impl KeyMeta {
         serde_json::Value::Object(self.0.clone())
     }
 
+    /// The object itself, to serialize without a copy.
+    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
+
     pub fn to_stored(&self) -> String {
         serde_json::Value::Object(self.0.clone()).to_string()
     }

@@ -63,10 +63,30 @@ pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
         .map(|mime| mime.trim().to_ascii_lowercase())
 }
 
+/// `application/json` or `application/…+json`, in any case, with or without parameters. Read
+/// in place rather than through [`media_type`]: every JSON request asks, and a lower-cased copy
+/// is an allocation per request.
 fn is_json(headers: &HeaderMap) -> bool {
-    media_type(headers).is_some_and(|mime| {
-        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-    })
+    let Some(value) = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .as_bytes();
+    let has = |part: &[u8], at: usize| {
+        mime.get(at..at + part.len())
+            .is_some_and(|slice| slice.eq_ignore_ascii_case(part))
+    };
+    mime.eq_ignore_ascii_case(b"application/json")
+        || (mime.len() >= "application/+json".len()
+            && has(b"application/", 0)
+            && has(b"+json", mime.len() - "+json".len()))
 }
 
 /// The whole body, within the size limit (413 `payload_too_large` past it).
@@ -310,6 +330,30 @@ impl FromRequestParts<AppState> for SessionCaller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_json_media_types() {
+        let json = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, value.parse().unwrap());
+            is_json(&headers)
+        };
+        assert!(json("application/json"));
+        assert!(json("Application/JSON; charset=utf-8"));
+        assert!(json(" application/json "));
+        assert!(json("application/problem+json"));
+        assert!(json("APPLICATION/VND.API+JSON;v=1"));
+        assert!(
+            json("application/+json"),
+            "as before: any application/…+json"
+        );
+        assert!(!json("text/json"));
+        assert!(!json("application/jsonx"));
+        assert!(!json("application/x-www-form-urlencoded"));
+        assert!(!json("text/plain+json"));
+        assert!(!json(""));
+        assert!(!is_json(&HeaderMap::new()));
+    }
 
     #[test]
     fn tells_jwts_from_keys() {
