@@ -809,6 +809,16 @@ fn scale_summary(report: &mut Report, findings: &scale::Findings, counts: &[usiz
                         Some(ratio >= 0.9),
                     );
                 }
+                if let Some(&hot_row) = findings.hot_verify_rows.get(&(engine, large)) {
+                    report.ratio(
+                        &format!(
+                            "{engine}: verify with {large_label} keys, {} of them in use / with {small_label}",
+                            scale::count_label(scale::HOT_KEYS)
+                        ),
+                        hot_row,
+                        small_row,
+                    );
+                }
             }
         }
         let rss = |count| findings.rss_kib.get(&(engine, count)).copied();
