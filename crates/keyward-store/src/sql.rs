@@ -2,7 +2,8 @@
 // `sqlite.rs` and `postgres.rs` each `include!` this file after defining `Db` (the sqlx
 // database), `DbRow`, `SqlStore { pool }` and `lock_owner`. The same SQL text runs on both
 // (`$N` parameters, BIGINT seconds, no vendor functions), so the behaviour cannot drift, and
-// each backend runs natively (no `Any` driver on the verification path).
+// each backend runs natively (no `Any` driver on the verification path). Multi-row batches
+// write their parameters with the backend's `parameter` (`?` on SQLite: see there).
 
 use async_trait::async_trait;
 use keyward_core::policy::{
@@ -198,19 +199,25 @@ impl SqlStore {
     async fn preload_keys(&self, cache: &keyward_core::KeyCache) -> StoreResult<u64> {
         use futures_util::TryStreamExt;
         use keyward_core::Preload;
-        // One pass in key order: pages would plan and scan again each time.
+        // Pages in key order, each one statement streamed as it is read: one statement for
+        // every key ran into PostgreSQL's `statement_timeout` (5 s by default) with a million
+        // keys on a busy machine, and a plan that sorts all rows first returned none before
+        // it. `LIMIT` makes each page a range of the primary key.
+        const PAGE_ROWS: i64 = 20_000;
         let sql = concat!(
             "SELECT seq, ",
             key_columns!(),
             " FROM api_keys WHERE seq > $1 AND revoked_at IS NULL AND ",
             owner_enabled!(),
-            " ORDER BY seq"
+            " ORDER BY seq LIMIT $2"
         );
         let (mut after, mut kept): (i64, u64) = (0, 0);
         'read: loop {
             let generation = cache.generation();
-            let mut rows = query(sql).bind(after).fetch(&self.pool);
+            let mut rows = query(sql).bind(after).bind(PAGE_ROWS).fetch(&self.pool);
+            let mut read = 0;
             while let Some(row) = rows.try_next().await.map_err(map_error)? {
+                read += 1;
                 let seq: i64 = get(&row, "seq")?;
                 match cache.preload(&key_from_row(&row)?, generation) {
                     Preload::Kept => kept += 1,
@@ -236,7 +243,9 @@ impl SqlStore {
                     tokio::task::yield_now().await;
                 }
             }
-            return Ok(kept);
+            if read < PAGE_ROWS {
+                return Ok(kept);
+            }
         }
     }
 
