@@ -54,31 +54,22 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     }
 }
 
-/// The request's media type, lower-cased, without parameters (`application/json`).
-pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+/// The request's media type as sent, without parameters (`application/json`): compare it
+/// with `eq_ignore_ascii_case`, as media types are case-insensitive. Borrowed, not lower-cased
+/// into a new string: every JSON request asks.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
-        .map(|mime| mime.trim().to_ascii_lowercase())
+        .map(str::trim)
 }
 
-/// `application/json` or `application/…+json`, in any case, with or without parameters. Read
-/// in place rather than through [`media_type`]: every JSON request asks, and a lower-cased copy
-/// is an allocation per request.
+/// `application/json` or `application/…+json`, in any case, with or without parameters.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-    else {
+    let Some(mime) = media_type(headers).map(str::as_bytes) else {
         return false;
     };
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .as_bytes();
     let has = |part: &[u8], at: usize| {
         mime.get(at..at + part.len())
             .is_some_and(|slice| slice.eq_ignore_ascii_case(part))

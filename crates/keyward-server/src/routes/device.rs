@@ -143,7 +143,7 @@ async fn form_or_json<T: DeserializeOwned + Default>(
     request: Request,
     state: &AppState,
 ) -> ApiResult<T> {
-    let media = media_type(request.headers());
+    let media = media_type(request.headers()).map(str::to_ascii_lowercase);
     let bytes = read_body(request, state).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
