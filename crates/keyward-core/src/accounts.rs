@@ -12,6 +12,7 @@ use crate::hashing::{sha256, PasswordHasher};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::jwt::TokenSigner;
 use crate::keys::{record_of, KeyService, NewKeyInput};
+use crate::profiles::{Profile, ProfileMemo};
 use crate::secret::{AccessToken, ApiKeySecret, Password, RefreshToken};
 use crate::store::{
     ApiKeyRecord, NewAccount, NewSession, Owner, SessionSummary, Store, TenantRecord, UserRecord,
@@ -109,6 +110,7 @@ pub struct AccountService {
     signer: Arc<TokenSigner>,
     keys: Arc<KeyService>,
     config: SessionConfig,
+    profiles: ProfileMemo,
 }
 
 impl AccountService {
@@ -127,6 +129,7 @@ impl AccountService {
             signer,
             keys,
             config,
+            profiles: ProfileMemo::default(),
         }
     }
 
@@ -484,22 +487,20 @@ impl AccountService {
         Ok(())
     }
 
-    pub async fn profile(
-        &self,
-        user: &UserId,
-        tenant: &TenantId,
-    ) -> CoreResult<(UserRecord, TenantRecord)> {
-        self.store
+    /// The user and their tenant as shown to them: read once, then from memory (`profiles.rs`
+    /// says why that is never stale). The caller's credential is checked before, every time.
+    pub async fn profile(&self, user: &UserId, tenant: &TenantId) -> CoreResult<Arc<Profile>> {
+        if let Some(profile) = self.profiles.get(user, tenant) {
+            return Ok(profile);
+        }
+        let (user, tenant) = self
+            .store
             .find_profile(user, tenant)
             .await?
-            .ok_or(CoreError::NotFound)
-    }
-
-    pub async fn tenant(&self, tenant: &TenantId) -> CoreResult<TenantRecord> {
-        self.store
-            .find_tenant(tenant)
-            .await?
-            .ok_or(CoreError::NotFound)
+            .ok_or(CoreError::NotFound)?;
+        let profile = Arc::new(Profile::new(&user, tenant));
+        self.profiles.remember(Arc::clone(&profile));
+        Ok(profile)
     }
 
     /// Records an audit event after the change it describes (see `audit.rs`).

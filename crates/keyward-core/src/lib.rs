@@ -28,6 +28,7 @@ mod keyformat;
 mod keys;
 mod leaks;
 pub mod policy;
+mod profiles;
 mod secret;
 pub mod store;
 mod usage;
@@ -54,6 +55,7 @@ pub use keys::{
     LAST_USED_RESOLUTION_SECONDS,
 };
 pub use leaks::{LeakService, LeakSource};
+pub use profiles::Profile;
 pub use secret::{AccessToken, ApiKeySecret, DeviceCode, Password, RefreshToken};
 pub use usage::{
     date_of_day, InFlight, UsageDropped, UsageEvent, UsageOutcome, UsageService, UsageSettings,

@@ -65,7 +65,7 @@ pub struct SigningKeyRotation {
     pub dropped: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRecord {
     pub id: TenantId,
     pub name: String,
@@ -201,8 +201,8 @@ pub trait AccountStore: Send + Sync {
     async fn create_account(&self, account: NewAccount) -> StoreResult<()>;
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<UserRecord>>;
     async fn find_user(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
-    async fn find_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>>;
-    /// A user and its tenant, in one read (every `GET /v1/auth/me`).
+    /// A user and its tenant, in one read (the first `GET /v1/auth/me` or `/v1/tenant` of the
+    /// user on an instance; `AccountService::profile` remembers it).
     async fn find_profile(
         &self,
         user: &UserId,

@@ -715,22 +715,6 @@ impl AccountStore for SqlStore {
             .transpose()
     }
 
-    async fn find_tenant(&self, id: &TenantId) -> StoreResult<Option<TenantRecord>> {
-        let row = query("SELECT id, name, created_at FROM tenants WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_error)?;
-        row.map(|row| {
-            Ok(TenantRecord {
-                id: TenantId::from_stored(get(&row, "id")?),
-                name: get(&row, "name")?,
-                created_at: Timestamp(get(&row, "created_at")?),
-            })
-        })
-        .transpose()
-    }
-
     async fn find_profile(
         &self,
         user: &UserId,

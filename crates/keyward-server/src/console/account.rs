@@ -102,7 +102,7 @@ async fn render(
     password_errors: &[FieldError],
 ) -> Response {
     let auth = &session.auth;
-    let (user, tenant) = match state.accounts.profile(&auth.user_id, &auth.tenant_id).await {
+    let profile = match state.accounts.profile(&auth.user_id, &auth.tenant_id).await {
         Ok(found) => found,
         Err(error) => return session.respond(layout::server_error(error)),
     };
@@ -128,10 +128,10 @@ async fn render(
         section aria-labelledby="profile-title" {
             h2 #profile-title { "Profile" }
             dl.facts {
-                dt { "Email" } dd { (user.email.as_str()) }
-                @if let Some(name) = &user.name { dt { "Name" } dd { (name) } }
-                dt { "Organization" } dd { (tenant.name) }
-                dt { "Organization id" } dd { code { (tenant.id.as_str()) } }
+                dt { "Email" } dd { (profile.email.as_str()) }
+                @if let Some(name) = &profile.name { dt { "Name" } dd { (name) } }
+                dt { "Organization" } dd { (profile.tenant.name) }
+                dt { "Organization id" } dd { code { (profile.tenant.id.as_str()) } }
             }
         }
         section aria-labelledby="sessions-title" {

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use keyward_core::{IssuedTokens, Password, RefreshToken, RegisterInput};
+use keyward_core::{IssuedTokens, Password, Profile, RefreshToken, RegisterInput};
 use keyward_proto::{
     paths, AuthInfo, CreatedKey, LoginRequest, LogoutRequest, MeResponse, PasswordChangeRequest,
     Problem, RefreshRequest, RegisterRequest, RegisterResponse, Secret, TenantRef, TenantView,
@@ -59,7 +59,7 @@ pub async fn register(
     Ok((
         StatusCode::CREATED,
         Json(RegisterResponse {
-            user: user_view(&registered.user),
+            user: user_view(&Profile::new(&registered.user, registered.tenant.clone())),
             tenant: tenant_view(&registered.tenant),
             tokens: token_pair(registered.tokens),
             api_key,
@@ -124,7 +124,7 @@ pub async fn logout(
     responses((status = 200, body = MeResponse), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<MeResponse>> {
     let owner = caller.owner();
-    let (user, tenant) = state
+    let profile = state
         .accounts
         .profile(&owner.user_id, &owner.tenant_id)
         .await?;
@@ -133,10 +133,10 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json
         Caller::Key(key) => (Some(key.id.to_string()), key.scopes.to_strings()),
     };
     Ok(Json(MeResponse {
-        user: user_view(&user),
+        user: user_view(&profile),
         tenant: TenantRef {
-            id: tenant.id.to_string(),
-            name: tenant.name,
+            id: profile.tenant.id.to_string(),
+            name: profile.tenant.name.clone(),
         },
         auth: AuthInfo {
             method: caller.method(),
@@ -167,6 +167,10 @@ pub async fn change_password(
 #[utoipa::path(get, path = "/v1/tenant", tag = "auth",
     responses((status = 200, body = TenantView), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn tenant(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<TenantView>> {
-    let tenant = state.accounts.tenant(&caller.owner().tenant_id).await?;
-    Ok(Json(tenant_view(&tenant)))
+    let owner = caller.owner();
+    let profile = state
+        .accounts
+        .profile(&owner.user_id, &owner.tenant_id)
+        .await?;
+    Ok(Json(tenant_view(&profile.tenant)))
 }

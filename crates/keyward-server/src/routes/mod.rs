@@ -9,15 +9,15 @@ pub mod service;
 pub mod usage;
 pub mod webhooks;
 
-use keyward_core::store::{ApiKeyRecord, TenantRecord, UserRecord};
-use keyward_core::KeyService;
+use keyward_core::store::{ApiKeyRecord, TenantRecord};
+use keyward_core::{KeyService, Profile};
 use keyward_proto::{KeyView, TenantView, UserView};
 
-pub(crate) fn user_view(user: &UserRecord) -> UserView {
+pub(crate) fn user_view(profile: &Profile) -> UserView {
     UserView {
-        id: user.id.to_string(),
-        email: user.email.as_str().to_owned(),
-        name: user.name.clone(),
+        id: profile.user_id.to_string(),
+        email: profile.email.as_str().to_owned(),
+        name: profile.name.clone(),
     }
 }
 
