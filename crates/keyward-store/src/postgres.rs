@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{PgPool, Postgres};
 
 use crate::PoolSettings;
@@ -41,23 +41,23 @@ impl SqlStore {
             .map_err(|e| StoreError::Other(format!("database_url: {e}")))?
             .application_name("keyward")
             .options([("statement_timeout", statement_timeout.as_str())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.connect_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("connecting to {}: {e}", crate::redact_url(url)))
-            })?;
+        let pool =
+            crate::pool_options::<Postgres>(settings.max_connections, settings.connect_timeout)
+                .connect_with(options)
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "connecting to {}: {e}",
+                        crate::redact_url(url)
+                    ))
+                })?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(format!("migrating {}: {e}", crate::redact_url(url))))?;
         // Lazy: it connects on the feed's first poll, with the pool's options.
-        let feed_pool = PgPoolOptions::new()
-            // Polls, the reporter's writes, and a rare join or prune.
-            .max_connections(3)
-            .acquire_timeout(settings.connect_timeout)
+        // Polls, the reporter's writes, and a rare join or prune.
+        let feed_pool = crate::pool_options::<Postgres>(3, settings.connect_timeout)
             .connect_lazy_with(pool.connect_options().as_ref().clone());
         Ok(Self {
             pool,

@@ -3,9 +3,7 @@
 
 use std::str::FromStr;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
 use crate::PoolSettings;
@@ -79,9 +77,7 @@ impl SqlStore {
         // for: instances opening one new file at once retry while it is busy.
         let deadline = std::time::Instant::now() + settings.statement_timeout;
         let pool = loop {
-            match SqlitePoolOptions::new()
-                .max_connections(settings.max_connections)
-                .acquire_timeout(settings.connect_timeout)
+            match crate::pool_options::<Sqlite>(settings.max_connections, settings.connect_timeout)
                 .connect_with(options.clone())
                 .await
             {
@@ -106,10 +102,8 @@ impl SqlStore {
         tx.commit()
             .await
             .map_err(|e| StoreError::Other(format!("migrating {url}: {e}")))?;
-        let feed_pool = SqlitePoolOptions::new()
-            // Polls, the reporter's writes, and a rare join or prune.
-            .max_connections(3)
-            .acquire_timeout(settings.connect_timeout)
+        // Polls, the reporter's writes, and a rare join or prune.
+        let feed_pool = crate::pool_options::<Sqlite>(3, settings.connect_timeout)
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("opening {url}: {e}")))?;
