@@ -42,7 +42,7 @@ impl Default for PoolSettings {
 }
 
 /// A pooled connection idle at least this long is pinged before it is handed out.
-pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Pool options for every pool of either backend: at most `max_connections`, waiting at most
 /// `acquire_timeout` for one, and a connection is pinged before use only when it has been idle
@@ -51,11 +51,11 @@ pub const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 /// sqlx's default pings every connection it hands out, and pings it again when it comes back
 /// (that one is not configurable). On PostgreSQL each ping is a round trip to the server, so a
 /// request's one statement cost three; on SQLite each is a message to the connection's thread
-/// and back, about 20 µs of a request's 100 (profile in BENCHMARKS.md). A connection that was
-/// in use within the last second passed the ping on its return; one that has sat idle, for
-/// example across a database restart, is still tested and replaced when dead. A connection
-/// that dies within the second after its last use fails the next statement on it (answered
-/// 503 `unavailable`), and the ping on its return closes it.
+/// and back, about 20 µs of the 180 that `/v1/auth/me` with a token took (BENCHMARKS.md). A
+/// connection that was in use within the last second passed the ping on its return; one that
+/// has sat idle, for example across a database restart, is still tested and replaced when
+/// dead. A connection that dies within the second after its last use fails the next statement
+/// on it (answered 503 `unavailable`), and the ping on its return closes it.
 pub(crate) fn pool_options<DB: sqlx::Database>(
     max_connections: u32,
     acquire_timeout: Duration,
